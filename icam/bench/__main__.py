@@ -1,0 +1,27 @@
+"""`python -m icam.bench NAME [options]`: speed and memory against naive implementations.
+
+Each benchmark lives in its own module `icam.bench.<name>` with a `main(argv)` function.
+"""
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "fsl": "FSL forward+backward: windowed vs all-pairs (time, peak memory, accuracy)",
+    "contour": "contour F over a VOC-size set: fast vs reference procedure",
+    "train": "training throughput and peak memory of one stage",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        print("usage: python -m icam.bench {" + ",".join(BENCHMARKS) + "} [options]")
+        for name, text in BENCHMARKS.items():
+            print(f"  {name:8s} {text}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(f"icam.bench.{argv[0]}")
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
