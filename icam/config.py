@@ -1,0 +1,213 @@
+"""Validated configuration: the method (what the paper varies) and the training stages.
+
+Every value is checked on construction, so a bad grid fails before any Ray worker starts,
+with a message naming the field and its allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+
+FORMULATIONS = ("icam", "seam")
+POOLINGS = ("avg", "max")
+BACKBONES = ("resnet38", "tiny")
+STAGES = ("cam", "affinity", "final")
+
+
+def _check(ok: bool, name: str, value, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The CAM stage's losses. Defaults are the paper's ICAM (reference-facts.md)."""
+
+    name: str = "icam"
+    formulation: str = "icam"  # "icam": softmax CAMs (eq. 1); "seam": SEAM's own losses
+    lam: float = 0.8  # λ of eq. 8: weight of the importance-sampling term
+    pooling: str = "avg"  # pooled branch: "avg" = GAP of logits (eq. 2-3), "max" = GMP (eq. 4)
+    num_samples: int = 100  # pixels drawn per class and image (eq. 5-6)
+    fsl: bool = True  # feature similarity loss (eq. 9-13)
+    mu: float = 2.5  # bias of f (eq. 12)
+    sigma: float = 5.0  # std of the spatial weight (eq. 10)
+    learn_fsl: bool = False  # early ICAM: μ and σ are learned parameters
+    rv_pooling: str = "max"  # PCM branch pooling
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and self.name != "", "name", self.name,
+               "a non-empty string")
+        _check(self.formulation in FORMULATIONS, "formulation", self.formulation,
+               " | ".join(FORMULATIONS))
+        _check(_is_real(self.lam) and 0.0 <= self.lam <= 1.0, "lambda", self.lam,
+               "a number in [0, 1]")
+        _check(self.pooling in POOLINGS, "pooling", self.pooling, " | ".join(POOLINGS))
+        _check(self.rv_pooling in POOLINGS, "rv_pooling", self.rv_pooling, " | ".join(POOLINGS))
+        _check(isinstance(self.num_samples, int) and not isinstance(self.num_samples, bool)
+               and self.num_samples >= 1, "num_samples", self.num_samples, "an integer >= 1")
+        _check(isinstance(self.fsl, bool), "fsl", self.fsl, "true | false")
+        _check(isinstance(self.learn_fsl, bool), "learn_fsl", self.learn_fsl, "true | false")
+        _check(_is_real(self.mu) and math.isfinite(self.mu), "mu", self.mu,
+               "a finite number")
+        _check(_is_real(self.sigma) and math.isfinite(self.sigma) and self.sigma > 0, "sigma",
+               self.sigma, "a finite number > 0")
+        if self.formulation == "seam":
+            _check(self.lam == 0.0 and not self.fsl, "formulation", self.formulation,
+                   "'seam' only with lambda=0 and fsl=false (use formulation='icam' to add "
+                   "importance sampling or FSL)")
+
+    def columns(self) -> dict:
+        """The trials.csv columns of this method (design.md)."""
+        return {"method": self.name, "lambda": self.lam, "pooling": self.pooling,
+                "num_samples": self.num_samples, "fsl": self.fsl, "mu": self.mu,
+                "sigma": self.sigma}
+
+
+METHOD_PRESETS: dict[str, dict] = {
+    "icam": {},
+    "seam": dict(formulation="seam", lam=0.0, fsl=False),
+    "seam+is": dict(fsl=False),
+    "seam+fsl": dict(lam=0.0),
+    "icam-early": dict(lam=1.0, num_samples=1, learn_fsl=True),
+}
+"""Table 4's contributions are ICAM's losses with one part switched off; `seam` is SEAM."""
+
+_METHOD_ALIASES = {"lambda": "lam"}
+
+
+def method_config(preset: str = "icam", **overrides) -> MethodConfig:
+    """A method preset with overrides (`lambda=` is accepted for `lam=`)."""
+    if preset not in METHOD_PRESETS:
+        raise ValueError(f"method={preset!r} is invalid: allowed {' | '.join(METHOD_PRESETS)}")
+    values = {"name": preset, **METHOD_PRESETS[preset]}
+    known = {f.name for f in fields(MethodConfig)}
+    for key, value in overrides.items():
+        key = _METHOD_ALIASES.get(key, key)
+        if key not in known:
+            raise ValueError(f"unknown method field {key!r}: allowed {', '.join(sorted(known))}")
+        values[key] = value
+    return MethodConfig(**values)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage. Defaults are the paper's CAM stage (Table 1)."""
+
+    backbone: str = "resnet38"
+    weights: str | None = None  # ImageNet .params / .pth for the backbone
+    crop: int = 448
+    resize_long: tuple[int, int] = (448, 768)  # random long-side resize (CAM, AffinityNet)
+    scale: tuple[float, float] = (0.5, 1.5)  # random scale (final stage)
+    batch_size: int = 8
+    epochs: int = 8
+    iterations: int | None = None  # final stage: a fixed number of iterations
+    steps_per_report: int = 500  # final stage: iterations per Tune step
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    num_workers: int = 0
+    infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    bf16: bool = False  # autocast to bfloat16 on CUDA
+    channels_last: bool = False
+    max_train_images: int | None = None  # use a prefix of the training list (quick runs)
+
+    def __post_init__(self) -> None:
+        _check(self.backbone in BACKBONES, "backbone", self.backbone, " | ".join(BACKBONES))
+        for name in ("crop", "batch_size", "epochs", "steps_per_report"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        _check(self.iterations is None or (isinstance(self.iterations, int)
+               and self.iterations >= 1), "iterations", self.iterations, "None or an integer >= 1")
+        _check(self.max_train_images is None or (isinstance(self.max_train_images, int)
+               and self.max_train_images >= 1), "max_train_images", self.max_train_images,
+               "None or an integer >= 1")
+        _check(isinstance(self.num_workers, int) and self.num_workers >= 0, "num_workers",
+               self.num_workers, "an integer >= 0")
+        lo, hi = self.resize_long
+        _check(0 < lo <= hi, "resize_long", self.resize_long, "0 < low <= high")
+        lo, hi = self.scale
+        _check(0 < lo <= hi, "scale", self.scale, "0 < low <= high")
+        _check(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a number > 0")
+        _check(_is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum,
+               "a number in [0, 1)")
+        _check(_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+               self.weight_decay, "a number >= 0")
+        _check(_is_real(self.poly_power) and self.poly_power >= 0, "poly_power",
+               self.poly_power, "a number >= 0")
+        _check(len(self.infer_scales) >= 1 and all(_is_real(s) and s > 0
+               for s in self.infer_scales), "infer_scales", self.infer_scales,
+               "one or more numbers > 0")
+
+
+_PAPER = {
+    "cam": TrainConfig(),
+    "affinity": TrainConfig(lr=0.1),
+    "final": TrainConfig(crop=448, batch_size=10, lr=0.001, iterations=20000,
+                         infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
+}
+_CPU = {
+    "cam": TrainConfig(backbone="tiny", crop=128, resize_long=(128, 192), batch_size=8,
+                       epochs=6, lr=0.05, infer_scales=(1.0, 1.5)),
+    "affinity": TrainConfig(backbone="tiny", crop=128, resize_long=(128, 192), batch_size=8,
+                            epochs=3, lr=0.05, infer_scales=(1.0,)),
+    "final": TrainConfig(backbone="tiny", crop=128, batch_size=8, lr=0.01, iterations=300,
+                         steps_per_report=100, infer_scales=(1.0,)),
+}
+TRAIN_PRESETS = {"paper": _PAPER, "cpu": _CPU}
+
+
+def train_config(preset: str, stage: str, **overrides) -> TrainConfig:
+    """The training settings of `stage` under `preset` ("paper" | "cpu"), with overrides."""
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"preset={preset!r} is invalid: allowed {' | '.join(TRAIN_PRESETS)}")
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is invalid: allowed {' | '.join(STAGES)}")
+    return replace(TRAIN_PRESETS[preset][stage], **overrides)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One trial: a method, a seed and the three stages' settings."""
+
+    method: MethodConfig = field(default_factory=MethodConfig)
+    seed: int = 0
+    preset: str = "cpu"
+    cam: TrainConfig = field(default_factory=lambda: train_config("cpu", "cam"))
+    affinity: TrainConfig = field(default_factory=lambda: train_config("cpu", "affinity"))
+    final: TrainConfig = field(default_factory=lambda: train_config("cpu", "final"))
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
+               "an integer >= 0")
+        _check(self.preset in TRAIN_PRESETS, "preset", self.preset,
+               " | ".join(TRAIN_PRESETS))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PipelineConfig:
+        """Inverse of `to_dict`, also after a JSON round trip (lists back to tuples)."""
+        stages = {}
+        for stage in STAGES:
+            raw = dict(values[stage])
+            for key, value in raw.items():
+                if isinstance(value, list):
+                    raw[key] = tuple(value)
+            stages[stage] = TrainConfig(**raw)
+        return cls(method=MethodConfig(**values["method"]), seed=values["seed"],
+                   preset=values["preset"], **stages)
+
+
+def pipeline_config(preset: str = "cpu", method: str = "icam", seed: int = 0,
+                    **method_overrides) -> PipelineConfig:
+    """A trial's full configuration from a training preset and a method preset."""
+    return PipelineConfig(
+        method=method_config(method, **method_overrides), seed=seed, preset=preset,
+        **{stage: train_config(preset, stage) for stage in STAGES})
