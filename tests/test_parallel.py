@@ -1,0 +1,53 @@
+import os
+import time
+
+import pytest
+
+from icam.parallel import map_items
+
+
+def make_square_with_pid():
+    """A closure, so Ray workers receive it by value (they cannot import this test module)."""
+
+    def square_with_pid(x):
+        time.sleep(0.02)
+        return x * x, os.getpid()
+
+    return square_with_pid
+
+
+def test_local_map_keeps_order():
+    assert map_items(lambda x: 3 * x + 1, range(7), progress=False) == [1, 4, 7, 10, 13, 16, 19]
+    assert map_items(str, [], progress=False) == []
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_map_keeps_order_and_uses_workers(local_ray):
+    items = list(range(60))
+    out = map_items(make_square_with_pid(), items, desc="squares", progress=False)
+    assert [value for value, _ in out] == [x * x for x in items]
+    # Ray workers did part of the work (the caller works through the chunks from the end).
+    assert any(pid != os.getpid() for _, pid in out)
+
+
+def test_ray_map_finishes_when_no_cpu_is_free(local_ray):
+    # An actor holding both CPUs: none of its tasks can be scheduled, so the caller must do
+    # the work itself rather than wait forever.
+    square_with_pid = make_square_with_pid()
+
+    @local_ray.remote(num_cpus=2)
+    class Holder:
+        def run(self, items):
+            return map_items(square_with_pid, items, progress=False), os.getpid()
+
+    holder = Holder.remote()
+    out, actor_pid = local_ray.get(holder.run.remote(list(range(10))), timeout=60)
+    assert [value for value, _ in out] == [x * x for x in range(10)]
+    assert all(pid == actor_pid for _, pid in out)
