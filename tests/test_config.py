@@ -1,0 +1,81 @@
+"""Every bad configuration value is rejected, naming the field and its allowed range."""
+
+import json
+
+import pytest
+
+from icam.config import (
+    MethodConfig,
+    PipelineConfig,
+    TrainConfig,
+    method_config,
+    pipeline_config,
+    train_config,
+)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("lam", -0.1, "lambda"), ("lam", 1.5, "lambda"), ("lam", "0.5", "lambda"),
+    ("pooling", "mean", "pooling"), ("rv_pooling", "min", "rv_pooling"),
+    ("num_samples", 0, "num_samples"), ("num_samples", 2.5, "num_samples"),
+    ("num_samples", True, "num_samples"), ("fsl", 1, "fsl"),
+    ("mu", float("nan"), "mu"), ("mu", float("inf"), "mu"),
+    ("sigma", 0.0, "sigma"), ("sigma", -1.0, "sigma"), ("sigma", float("inf"), "sigma"),
+    ("formulation", "cam", "formulation"), ("name", "", "name"), ("learn_fsl", "yes", "learn"),
+])
+def test_bad_method_values_are_rejected(field, value, words):
+    with pytest.raises(ValueError, match=words) as err:
+        MethodConfig(**{field: value})
+    assert "allowed" in str(err.value)
+
+
+def test_seam_formulation_rejects_icam_parts():
+    with pytest.raises(ValueError, match="formulation"):
+        method_config("seam", fsl=True)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("backbone", "vgg"), ("crop", 0), ("batch_size", -1), ("epochs", 0), ("lr", 0.0),
+    ("momentum", 1.0), ("weight_decay", -1e-4), ("resize_long", (500, 400)),
+    ("scale", (0.0, 1.0)), ("iterations", 0), ("infer_scales", ()), ("num_workers", -1),
+    ("max_train_images", 0), ("poly_power", -1.0),
+])
+def test_bad_train_values_are_rejected(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_presets_are_the_papers_defaults():
+    icam = method_config("icam")
+    assert (icam.lam, icam.pooling, icam.num_samples, icam.fsl, icam.mu, icam.sigma) == (
+        0.8, "avg", 100, True, 2.5, 5.0)
+    early = method_config("icam-early")
+    assert (early.lam, early.num_samples, early.learn_fsl) == (1.0, 1, True)
+    assert method_config("seam").formulation == "seam"
+    assert not method_config("seam+is").fsl and method_config("seam+fsl").lam == 0.0
+    cam = train_config("paper", "cam")
+    assert (cam.crop, cam.batch_size, cam.epochs, cam.lr, cam.resize_long) == (
+        448, 8, 8, 0.01, (448, 768))
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="method"):
+        method_config("deeplab")
+    with pytest.raises(ValueError, match="unknown method field 'lamda'"):
+        method_config("icam", lamda=0.5)
+    with pytest.raises(ValueError, match="preset"):
+        train_config("gpu", "cam")
+    with pytest.raises(ValueError, match="seed"):
+        pipeline_config(seed=-1)
+
+
+def test_lambda_alias_and_trials_columns():
+    m = method_config("icam", **{"lambda": 0.4, "mu": 2.0})
+    assert m.lam == 0.4
+    assert m.columns() == {"method": "icam", "lambda": 0.4, "pooling": "avg",
+                           "num_samples": 100, "fsl": True, "mu": 2.0, "sigma": 5.0}
+
+
+def test_pipeline_config_survives_json():
+    cfg = pipeline_config("paper", "seam+fsl", seed=4, mu=1.5)
+    assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
