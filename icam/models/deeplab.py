@@ -1,0 +1,44 @@
+"""DeepLab-v1 with the LargeFOV head on a stride-8 backbone (the final segmentation stage)."""
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from icam.models.cam import parameter_groups, resolve_backbone
+from icam.models.resnet38 import freeze
+
+
+class DeepLabV1(nn.Module):
+    """Backbone conv6 -> 3x3 conv dilation 12 -> BN -> ReLU -> 1x1 conv -> BN -> ReLU ->
+    dropout 0.5 -> 1x1 classifier (with bias). Head width C6/8 (512 for ResNet-38).
+
+    forward(x) -> N x K x ceil(H/8) x ceil(W/8) logits; the reference upsamples them bilinearly
+    (align_corners=True) to the input size before the loss. Only the backbone stem is frozen.
+    The head's batch norm keeps training its running statistics (momentum 3e-4) but not its
+    affine parameters, which the reference never hands to the optimiser.
+    """
+
+    def __init__(self, backbone: str | nn.Module = "tiny", num_classes: int = 21):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"DeepLabV1: num_classes must be >= 2, got {num_classes}")
+        self.backbone = resolve_backbone(backbone)
+        c6, width = self.backbone.channels["conv6"], self.backbone.channels["conv6"] // 8
+        self.conv_fov = nn.Conv2d(c6, width, 3, padding=12, dilation=12, bias=False)
+        self.bn_fov = nn.BatchNorm2d(width, momentum=3e-4)
+        self.conv_fov2 = nn.Conv2d(width, width, 1, bias=False)
+        self.bn_fov2 = nn.BatchNorm2d(width, momentum=3e-4)
+        self.dropout1 = nn.Dropout(0.5)
+        self.cls_conv = nn.Conv2d(width, num_classes, 1)
+        self.new_layers = [self.conv_fov, self.conv_fov2, self.cls_conv]
+        for layer in self.new_layers:
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+        freeze([self.backbone.stem, self.bn_fov, self.bn_fov2])
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.backbone.forward_as_dict(x)["conv6"]
+        f = F.relu(self.bn_fov(self.conv_fov(f)))
+        f = F.relu(self.bn_fov2(self.conv_fov2(f)))
+        return self.cls_conv(self.dropout1(f))
+
+    def parameter_groups(self):
+        return parameter_groups(self, self.new_layers)

@@ -1,0 +1,122 @@
+"""Load pretrained weights: MXNet `.params` (the ResNet-38 ImageNet file) or PyTorch state dicts."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from icam.models.mxnet_params import read_ndarray_list
+from icam.models.resnet38 import ResNet38, mxnet_to_torch_name
+
+
+@dataclass
+class LoadResult:
+    """Names (in the model) that were loaded, model names left as they were, file names skipped."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _listing(names) -> str:
+    names = sorted(names)
+    more = f" ... ({len(names)} in all)" if len(names) > 8 else ""
+    return ", ".join(names[:8]) + more
+
+
+def _state_names(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def _check_shapes(path, tensors: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]):
+    for name, value in tensors.items():
+        if tuple(value.shape) != tuple(target[name].shape):
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(value.shape)}, "
+                f"the model wants {tuple(target[name].shape)}"
+            )
+
+
+def _load_mxnet(model: nn.Module, path: Path) -> LoadResult:
+    if isinstance(model, ResNet38):
+        backbone, prefix = model, ""
+    elif isinstance(getattr(model, "backbone", None), ResNet38):
+        backbone, prefix = model.backbone, "backbone."
+    else:
+        raise ValueError(
+            f"{path}: MXNet .params weights fit ResNet-38 only, "
+            f"and {type(model).__name__} has no ResNet-38 backbone"
+        )
+    tensors, skipped = {}, []
+    for name, array in read_ndarray_list(path).items():
+        try:
+            torch_name = mxnet_to_torch_name(name)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        if torch_name is None:
+            skipped.append(name)
+        else:
+            tensors[torch_name] = torch.from_numpy(array)
+    target = _state_names(backbone)
+    missing, unexpected = target.keys() - tensors.keys(), tensors.keys() - target.keys()
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: does not match ResNet-38; "
+            f"missing: [{_listing(missing)}]; unexpected: [{_listing(unexpected)}]"
+        )
+    _check_shapes(path, tensors, target)
+    backbone.load_state_dict(tensors, strict=False)
+    loaded = sorted(prefix + k for k in tensors)
+    return LoadResult(loaded, sorted(_state_names(model).keys() - set(loaded)), skipped)
+
+
+def _load_torch(model: nn.Module, path: Path, strict: bool) -> LoadResult:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read as a weights-only torch file: {err}") from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(f"{path}: expected a state dict (parameter name -> tensor)")
+    target = _state_names(model)
+    tensors, unexpected = {}, []
+    for name, value in state.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        if name in target:
+            tensors[name] = value
+        elif "backbone." + name in target:  # checkpoints of the authors' backbone-less models
+            tensors["backbone." + name] = value
+        else:
+            unexpected.append(name)
+    missing = target.keys() - tensors.keys()
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"{path}: does not match {type(model).__name__}; "
+            f"missing: [{_listing(missing)}]; unexpected: [{_listing(unexpected)}]"
+        )
+    _check_shapes(path, tensors, target)
+    model.load_state_dict(tensors, strict=False)
+    return LoadResult(sorted(tensors), sorted(missing), sorted(unexpected))
+
+
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
+    """Load `path` into `model` in place.
+
+    `.params`: the MXNet ResNet-38 ImageNet file into a ResNet38 or a model whose `backbone` is
+    one; every backbone tensor must be present (the classifier linear1000 is skipped).
+    `.pth` / `.pt`: a state dict read with `torch.load(weights_only=True)`; names without the
+    `backbone.` prefix are matched to it. With strict=True, missing or unexpected names raise;
+    otherwise they are reported in the result (`missing`, `skipped`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if path.suffix == ".params":
+        return _load_mxnet(model, path)
+    if path.suffix in (".pth", ".pt"):
+        return _load_torch(model, path, strict)
+    raise ValueError(f"{path}: unknown weights format (want .params, .pth or .pt)")
