@@ -35,7 +35,10 @@ def read_label_map(path: str) -> np.ndarray:
 
 
 def read_ids(gt_dir: str, list_file: str | None = None) -> list[str]:
-    """Ids named by `list_file` (first token of each non-empty line), else every PNG in gt_dir."""
+    """Ids named by `list_file`, else every PNG in gt_dir.
+
+    A list line's first token is the id; a path such as `/JPEGImages/x.jpg` names id `x`.
+    """
     if list_file is None:
         ids = sorted(n[:-4] for n in os.listdir(gt_dir) if n.endswith(".png"))
         if not ids:
@@ -43,12 +46,12 @@ def read_ids(gt_dir: str, list_file: str | None = None) -> list[str]:
         return ids
     try:
         with open(list_file) as f:
-            ids = [line.split()[0] for line in f if line.strip()]
+            tokens = [line.split()[0] for line in f if line.strip()]
     except OSError as e:
         raise EvaluationError(f"cannot read list file {list_file}: {e.strerror}") from None
-    if not ids:
+    if not tokens:
         raise EvaluationError(f"list file {list_file} names no images")
-    return ids
+    return [os.path.splitext(os.path.basename(t))[0] for t in tokens]
 
 
 def _accumulate_chunk(pred_dir: str, gt_dir: str, ids: list[str], num_classes: int):
@@ -79,6 +82,14 @@ def _pool_context():
     return multiprocessing.get_context(method)
 
 
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="img", file=sys.stderr)
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
@@ -102,13 +113,9 @@ def accumulate_folders(
     workers = max(1, min(workers or default_workers(), math.ceil(len(ids) / 16)))
     size = max(1, min(64, math.ceil(len(ids) / (4 * workers))))
     chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(ids), desc="evaluate", unit="img", file=sys.stderr)
     total = JFAccumulator(num_classes)
     if workers == 1:
+        bar = _progress_bar(len(ids), progress)
         for chunk in chunks:
             total.merge(_accumulate_chunk(pred_dir, gt_dir, chunk, num_classes))
             if bar:
@@ -121,6 +128,7 @@ def accumulate_folders(
                 pool.submit(_accumulate_chunk, pred_dir, gt_dir, chunk, num_classes): len(chunk)
                 for chunk in chunks
             }
+            bar = _progress_bar(len(ids), progress)  # after the workers started: tqdm is a thread
             try:
                 for future in as_completed(futures):
                     total.merge(future.result())
@@ -175,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = acc.result()
-    print(json.dumps(result) if args.json else format_result(result, acc.num_images))
+    try:
+        print(json.dumps(result) if args.json else format_result(result, acc.num_images))
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
