@@ -1,0 +1,249 @@
+"""The common command line of the study scripts in `studies/`.
+
+A study is declarative: a base method, a grid over method settings, and the seeds. This module
+expands it into trial configurations, prints the dry-run table, runs it through
+`icam.harness.run_study`, and writes the study's tables and figures with `analysis`.
+
+    python studies/ablate_mu.py                     # embedded default: reduced grid, 1 seed
+    python studies/ablate_mu.py --dry-run --seeds 5 # the paper's grid: 45 trials
+    python studies/ablate_mu.py --preset paper --data-root VOCdevkit --gpus-per-trial 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from icam.config import STAGES, method_config, pipeline_config, train_config
+
+_BOOLEAN = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+
+
+@dataclass(frozen=True)
+class Study:
+    """A grid of method settings over a base method preset.
+
+    grid: {field: values}; the field "method" picks method presets (baseline comparisons).
+    quick: the reduced grid of the embedded default (no arguments).
+    """
+
+    name: str
+    description: str
+    grid: dict[str, Sequence]
+    base: str = "icam"
+    fixed: dict = field(default_factory=dict)
+    quick: dict[str, Sequence] | None = None
+    stages: tuple[str, ...] = STAGES
+    extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def parse_value(key: str, text: str):
+    """A grid value from the command line: booleans for fsl, numbers where they parse."""
+    lowered = text.strip().lower()
+    if key in ("fsl", "learn_fsl"):
+        if lowered not in _BOOLEAN:
+            raise ValueError(f"grid value {key}={text!r} is invalid: allowed true | false")
+        return _BOOLEAN[lowered]
+    if key in ("method", "pooling", "formulation", "rv_pooling"):
+        return text.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"grid value {key}={text!r} is invalid: not a number") from None
+    return int(number) if key == "num_samples" and number.is_integer() else number
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list]:
+    """`--grid mu=0,1,2 --grid fsl=on,off` -> {"mu": [0.0, 1.0, 2.0], "fsl": [True, False]}."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise ValueError(f"--grid {item!r} is invalid: expected KEY=V1,V2,...")
+        grid[key] = [parse_value(key, v) for v in values.split(",")]
+    return grid
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`5` -> seeds 0..4; `3,7,9` -> those seeds."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",")]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise ValueError(f"--seeds {text!r} is invalid: a count (5) or a list (0,3,7)") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r} is invalid: distinct seeds >= 0, at least one")
+    return seeds
+
+
+def parse_gpu(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"--gpus-per-trial {text!r} is invalid: a number >= 0 or 'auto'")
+    return value
+
+
+def expand(study: Study, grid: dict[str, Sequence], seeds: Sequence[int], preset: str,
+           train_overrides: dict | None = None) -> list:
+    """Every combination of the grid (in order) x seeds, as validated PipelineConfigs."""
+    keys = list(grid)
+    trials = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        base = point.pop("method", study.base)
+        settings = {**study.fixed, **point}
+        method_config(base, **settings)  # validates before any seed is expanded
+        for seed in seeds:
+            config = pipeline_config(preset, base, seed=seed, **settings)
+            if train_overrides:
+                stages = {s: replace(getattr(config, s), **train_overrides.get(s, {}))
+                          for s in STAGES}
+                config = replace(config, **stages)
+            trials.append(config)
+    return trials
+
+
+QUICK_TRAIN = {
+    "cam": {"max_train_images": 120},
+    "affinity": {"max_train_images": 120},
+    "final": {"iterations": 100, "steps_per_report": 50},
+}
+"""The embedded default's shorter training (cpu preset), so a study ends in minutes."""
+
+
+def build_parser(study: Study) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python studies/{study.name}.py", description=study.description,
+        epilog="With no arguments: the embedded default (synthetic data, cpu preset, a "
+               "reduced grid, one seed, shorter training).")
+    parser.add_argument("--data-root", help="VOC2012 (or VOCdevkit) folder; default: the "
+                        "synthetic benchmark, generated once into a cache folder")
+    parser.add_argument("--storage", default="results",
+                        help="local folder or URI (s3://, gs://) for the study (default: "
+                        "./results)")
+    parser.add_argument("--seeds", default="5", help="a count (default 5, as the paper) or a "
+                        "comma-separated list of seeds")
+    parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"),
+                        help="training settings: cpu (tiny backbone, small crops) or paper "
+                        "(ResNet-38, Table 1)")
+    parser.add_argument("--gpus-per-trial", default="auto", type=parse_gpu,
+                        help="GPU share of each trial: a fraction (0.25: four trials per GPU) "
+                        "or auto (measure one step's memory, keep 15%% headroom)")
+    parser.add_argument("--cpus-per-trial", default=1, type=int)
+    parser.add_argument("--workdir", help="with an s3:// or gs:// storage: the folder for stage "
+                        "artefacts, shared by every node (default ./results/<study>)")
+    parser.add_argument("--address", help="a running Ray cluster (e.g. 'auto' on its head "
+                        "node); default: start Ray locally")
+    parser.add_argument("--stages", default=STAGES[-1], choices=STAGES,
+                        help="run the stages up to and including this one")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="replace one axis of the paper's grid, e.g. --grid mu=1,2.5")
+    parser.add_argument("--weights", help="ImageNet backbone weights (.params or .pth) for "
+                        "the paper preset")
+    parser.add_argument("--quick", action="store_true",
+                        help="the embedded default's reduced grid and shorter training")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the trials and their resources; run nothing")
+    parser.add_argument("--out", help="where tables and figures go (default: "
+                        "<storage>/<study>/analysis)")
+    if study.extra_arguments:
+        study.extra_arguments(parser)
+    return parser
+
+
+def resolve(study: Study, args: argparse.Namespace):
+    """(grid, seeds, trials, resources) from the parsed command line; raises ValueError."""
+    grid = {k: list(v) for k, v in (study.quick if args.quick and study.quick
+                                   else study.grid).items()}
+    grid.update(parse_grid(args.grid))
+    seeds = parse_seeds(args.seeds)
+    overrides = {s: dict(QUICK_TRAIN[s]) for s in STAGES} if args.quick else {}
+    if args.weights:
+        for stage in STAGES:
+            overrides.setdefault(stage, {})["weights"] = args.weights
+    for stage in STAGES:
+        train_config(args.preset, stage, **overrides.get(stage, {}))
+    trials = expand(study, grid, seeds, args.preset, overrides)
+    if args.cpus_per_trial < 1:
+        raise ValueError(f"--cpus-per-trial {args.cpus_per_trial} is invalid: an integer >= 1")
+    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    return grid, seeds, trials, resources
+
+
+def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str, ...]) -> None:
+    from icam.stages.common import trial_key
+
+    columns = ["trial_id", "seed", "method", "lambda", "pooling", "num_samples", "fsl", "mu",
+               "sigma"]
+    rows = []
+    for t in trials:
+        cols = t.method.columns()
+        rows.append([trial_key(t), str(t.seed)] + [str(cols[c]) for c in columns[2:]])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    print(f"study {study.name}: stages {', '.join(stages)}; each trial requests "
+          f"{{'cpu': {resources['cpu']}, 'gpu': {resources['gpu']!r}}} per stage")
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    print(f"{len(trials)} trials")
+
+
+def run(study: Study, argv: Sequence[str] | None = None,
+        after: Callable[[argparse.Namespace, object, Path], list] | None = None) -> int:
+    """The command line of one study script. `after(args, df, study_dir)` may add rows or
+    outputs (the state-of-the-art study evaluates external predictions there)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(study)
+    args = parser.parse_args(argv)
+    if not argv:
+        args.quick, args.seeds = True, "1"
+        print(f"{study.name}: no arguments, running the embedded default (synthetic data, "
+              "cpu preset, reduced grid, one seed); --help lists the options")
+    try:
+        grid, seeds, trials, resources = resolve(study, args)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
+    stages = STAGES[:STAGES.index(args.stages) + 1]
+    if study.stages != STAGES:
+        stages = tuple(s for s in stages if s in study.stages)
+    if args.dry_run:
+        print_dry_run(study, trials, resources, stages)
+        return 0
+
+    from icam.cli import run_guarded
+
+    return run_guarded(lambda log: _execute(study, args, trials, resources, stages, after),
+                       storage=args.storage, name=study.name)
+
+
+def _execute(study, args, trials, resources, stages, after) -> int:
+    import ray
+
+    from icam.harness import StudySpec, run_study, study_paths
+
+    if args.address:
+        ray.init(address=args.address)
+    df = run_study(StudySpec(study.name, tuple(trials), stages), storage=args.storage,
+                   resources=resources, data_root=args.data_root, workdir=args.workdir)
+    study_dir = study_paths(args.storage, study.name, args.workdir).local
+    outputs = list(after(args, df, study_dir)) if after else []
+    from analysis.make_all import write_study_outputs
+
+    out = Path(args.out) if args.out else study_dir / "analysis"
+    outputs += write_study_outputs(study_dir / "trials.csv", study.name, out)
+    print(f"trials: {study_dir / 'trials.csv'}")
+    for path in outputs:
+        print(f"wrote: {path}")
+    return 0
