@@ -37,9 +37,9 @@ def search_space():
 
 def trial_function(config: dict) -> None:
     """One proposed setting through the stages, reporting each stage's J&F."""
-    from ray import tune
-
     from dataclasses import replace
+
+    from ray import tune
 
     from icam.config import PipelineConfig, method_config
     from icam.harness import stage_classes
