@@ -28,15 +28,20 @@ def affinity_offsets(radius: int = 5) -> list[tuple[int, int]]:
     return offsets
 
 
-def _pairs(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
-    """(source, partners): N x C x h' x w' and N x C x P x h' x w' views of x (N x C x h x w)."""
-    h, w = x.shape[-2:]
+def _source_size(h: int, w: int, radius: int) -> tuple[int, int]:
+    """(h', w'): the number of source rows and columns of an h x w map."""
     hs, ws = h - radius + 1, w - 2 * (radius - 1)
     if hs < 1 or ws < 1:
         raise ValueError(
             f"feature map {h}x{w} is too small for radius {radius}: "
             f"need height >= {radius} and width >= {2 * radius - 1}"
         )
+    return hs, ws
+
+
+def _pairs(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
+    """(source, partners): ... x h' x w' and ... x P x h' x w' views of x (... x h x w)."""
+    hs, ws = _source_size(*x.shape[-2:], radius)
     r1 = radius - 1
     source = x[..., :hs, r1 : r1 + ws]
     partners = [x[..., dy : dy + hs, r1 + dx : r1 + dx + ws] for dy, dx in affinity_offsets(radius)]
@@ -45,8 +50,14 @@ def _pairs(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
 
 def affinities(features: Tensor, radius: int = 5) -> Tensor:
     """aff = exp(-mean_c |f_i - f_j|) for each source pixel i and partner j: N x P x h' x w'."""
-    source, partners = _pairs(features, radius)
-    return torch.exp(-(partners - source.unsqueeze(2)).abs().mean(dim=1))
+    hs, ws = _source_size(*features.shape[-2:], radius)
+    r1 = radius - 1
+    source = features[..., :hs, r1 : r1 + ws]
+    aff = [  # one offset at a time: no N x C x P x h' x w' stack of partner features
+        torch.exp(-(features[..., dy : dy + hs, r1 + dx : r1 + dx + ws] - source).abs().mean(1))
+        for dy, dx in affinity_offsets(radius)
+    ]
+    return torch.stack(aff, dim=1)
 
 
 def affinity_labels(labels: Tensor, radius: int = 5) -> tuple[Tensor, Tensor, Tensor]:
@@ -55,8 +66,8 @@ def affinity_labels(labels: Tensor, radius: int = 5) -> tuple[Tensor, Tensor, Te
     bg: both pixels background; fg: both the same foreground class; neg: two different classes,
     neither unsure.
     """
-    source, partners = _pairs(labels.unsqueeze(1), radius)
-    source, partners = source[:, 0].unsqueeze(1), partners[:, 0]
+    source, partners = _pairs(labels, radius)
+    source = source.unsqueeze(1)
     same = source == partners
     valid = (source != 255) & (partners != 255)
     bg = same & (source == 0)

@@ -76,6 +76,8 @@ def _read_array(cur: _Cursor) -> np.ndarray | None:
             raise cur.fail(f"unknown array header 0x{magic:08X}")
         shape = cur.take(f"{ndim}I")
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if any(d < 0 for d in shape):
+        raise cur.fail(f"array shape {shape} has an unknown dimension")
     cur.take("ii")  # device type and id: arrays are always read onto the CPU
     flag = cur.take("i")
     if flag not in DTYPES:

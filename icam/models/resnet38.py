@@ -15,7 +15,7 @@ from torch import Tensor, nn
 def freeze_batchnorm(module: nn.Module) -> None:
     """Put every batch-norm layer of `module` in eval mode and stop its affine parameters."""
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, nn.BatchNorm2d):
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
