@@ -228,16 +228,16 @@ def _setting(params: dict, column: str):
     return None
 
 
+_NOT_A_STUDY = re.compile(r"^(tune|artefacts|(cam|affinity|final)([-_.].*)?)$")
+_STAGE_SUFFIX = re.compile(r"[-_.](cam|affinity|final)$")
+
+
 def _study_from_path(relative_parts: list[str], fallback: str) -> str:
-    """The deepest ancestor folder of a trial that is not a stage name, stage suffix removed."""
+    """The deepest ancestor folder of a trial that is not Tune's or a stage's own folder
+    (`tune`, `cam`, `cam-<hash>`), with a trailing `_<stage>` removed."""
     for part in reversed(relative_parts):
-        if part in STAGES:
-            continue
-        for stage in STAGES:
-            for sep in ("_", "-", "."):
-                if part.endswith(sep + stage):
-                    return part[: -len(stage) - 1]
-        return part
+        if not _NOT_A_STUDY.match(part):
+            return _STAGE_SUFFIX.sub("", part)
     return fallback
 
 
@@ -305,7 +305,8 @@ def read_trials(location: str | os.PathLike) -> StoredTrials:
 
 def _skip(stored: StoredTrials, path: str, reason: str) -> None:
     stored.skipped.append((path, reason))
-    warnings.warn(f"skipped {path}: {reason}", TrialSkipped, stacklevel=3)
+    where = reason if reason.startswith(path) else f"{path}: {reason}"
+    warnings.warn(f"skipped {where}", TrialSkipped, stacklevel=3)
 
 
 def contract_columns(frame: pd.DataFrame) -> list[str]:
