@@ -1,0 +1,106 @@
+"""Stage 2: AffinityNet, trained on the CAM stage's CRF labels, then the random walk.
+
+Training labels: `<trial_dir>/cam/aff/` (confident foreground from the alpha-2 CRF labels,
+confident background from the alpha-4 ones); crops without the random resize, as the authors
+(`TrainConfig.resize_long` is not used here).
+
+Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
+final stage's training labels) and val (beta 8, logt 6, background alpha 6, no CRF), and
+their J/F on train and val.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from icam.data.affinity import AffinityDataset, AffinityTrain, reduce_labels
+from icam.data.voc import VOCLayout, load_image, save_mask
+from icam.inference import load_cam
+from icam.models.affinity import AffinityNet, affinities, affinity_labels, affinity_loss
+from icam.parallel import map_items
+from icam.randomwalk import random_walk_labels
+from icam.stages.common import StageTrainable, StageTrainer, read_done, score, split_metrics
+
+RADIUS = 5
+"""Pairs within this radius (in stride-8 feature pixels) train the affinities."""
+
+
+class AffinityTrainer(StageTrainer):
+    stage = "affinity"
+
+    def build_model(self) -> nn.Module:
+        model = AffinityNet(self.cfg.backbone)
+        self.load_weights(model)
+        return model
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        images, (bg, fg, neg) = batch
+        aff = affinities(self.model(images).float(), RADIUS)
+        loss = affinity_loss(aff, bg, fg, neg)
+        return {"total": loss, "aff": loss}
+
+    def random_batch(self, n: int):
+        crop = self.cfg.crop
+        g = torch.Generator().manual_seed(0)
+        labels = torch.randint(0, 3, (n, crop, crop), generator=g)
+        labels[labels == 2] = 255
+        pairs = affinity_labels(torch.stack([reduce_labels(y) for y in labels]), RADIUS)
+        return torch.randn(n, 3, crop, crop, generator=g), pairs
+
+
+def _write_labels(item: tuple, stage_dir: str, voc_root: str) -> tuple:
+    """One image: PNG of its random-walk labels and, for train/val images, their J/F sums."""
+    image_id, splits, labels = item
+    save_mask(Path(stage_dir) / "rw" / f"{image_id}.png", labels)
+    return splits, (score(labels, voc_root, image_id) if splits else None)
+
+
+class AffinityStage(StageTrainable):
+    """Ray Tune trainable of the AffinityNet stage: one step per epoch, then the products."""
+
+    trainer_cls = AffinityTrainer
+
+    def check_inputs(self) -> None:
+        if read_done(self.trial_dir / "cam") is None:
+            raise FileNotFoundError(f"{self.trial_dir / 'cam'}: no finished CAM stage "
+                                    "(DONE.json) for this trial; run it first")
+
+    def train_dataset(self):
+        return AffinityDataset(self.data_root, "train_aug", self.trial_dir / "cam" / "aff",
+                               AffinityTrain(crop=self.cfg.crop), radius=RADIUS,
+                               seed=self.pipeline.seed)
+
+    def collate(self, items: list):
+        images = torch.stack([x for _, x, _ in items])
+        return images, tuple(torch.stack([y[k] for _, _, y in items]) for k in range(3))
+
+    @torch.no_grad()
+    def products(self) -> dict:
+        layout = VOCLayout(self.data_root)
+        evaluated = {"train": layout.ids("train"), "val": layout.ids("val")}
+        splits: dict[str, tuple] = {}
+        for split, ids in evaluated.items():
+            for i in ids:
+                splits[i] = (*splits.get(i, ()), split)
+        ids = list(dict.fromkeys([*layout.ids("train_aug"), *evaluated["val"],
+                                  *evaluated["train"]]))
+        out = self.stage_dir / "rw"
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.trainer.model.eval()
+        work = functools.partial(_write_labels, stage_dir=str(self.stage_dir),
+                                 voc_root=str(layout.root))
+        cams = self.trial_dir / "cam" / "cams"
+        block, scored = [], []
+        for k, image_id in enumerate(ids):
+            image = load_image(layout.image_path(image_id))
+            cam, _ = load_cam(cams / f"{image_id}.npz")
+            labels = random_walk_labels(model, image, cam, device=self.trainer.device)
+            block.append((image_id, splits.get(image_id, ()), labels))
+            if len(block) == 64 or k == len(ids) - 1:
+                scored += map_items(work, block, desc="random walk labels")
+                block = []
+        return split_metrics(self.stage, [s for s in scored if s[1] is not None])

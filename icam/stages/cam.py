@@ -1,0 +1,159 @@
+"""Stage 1: the CAM network (SEAM's siamese network with ICAM's or SEAM's losses).
+
+Products in `<trial_dir>/cam/`: `cams/<id>.npz` (multi-scale + flip CAMs of train_aug and
+val), `crf_2/` and `crf_4/` (CRF labels of train_aug with background alpha 2 and 4), `aff/`
+(their combination, the AffinityNet's training labels), `labels/` (the CAM pseudo-labels of
+train and val, argmax without CRF as in the authors' evaluation) and their J/F.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from icam.config import PipelineConfig
+from icam.data.transforms import ClassificationTrain
+from icam.data.voc import (
+    ClassificationDataset,
+    InferenceDataset,
+    VOCLayout,
+    keep_item,
+    load_image,
+    save_mask,
+)
+from icam.inference import (
+    affinity_labels,
+    cam_argmax_labels,
+    cam_labels,
+    infer_cam,
+    load_cam,
+    save_cam,
+)
+from icam.losses import FslParameters, cam_losses, siamese_view
+from icam.models.cam import CamNet
+from icam.parallel import map_items
+from icam.stages.common import StageTrainable, StageTrainer, score, split_metrics
+
+CRF_ALPHAS = (2, 4)
+"""Background exponents of the two CRF label sets (low: more background, high: less)."""
+
+
+class CamModel(nn.Module):
+    """CamNet, plus the learned μ and σ of the FSL for early ICAM."""
+
+    def __init__(self, pipeline: PipelineConfig):
+        super().__init__()
+        method = pipeline.method
+        source = "seam" if method.formulation == "seam" else "logits"
+        self.net = CamNet(pipeline.cam.backbone, num_classes=21, pcm_source=source)
+        self.fsl = FslParameters(method.mu, method.sigma) if method.learn_fsl else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(x)
+
+    def parameter_groups(self):
+        pretrained_w, pretrained_b, new_w, new_b = self.net.parameter_groups()
+        if self.fsl is not None:  # μ and σ train as a new layer
+            new_w = [*new_w, *self.fsl.parameters()]
+        return pretrained_w, pretrained_b, new_w, new_b
+
+
+class CamTrainer(StageTrainer):
+    stage = "cam"
+
+    def build_model(self) -> nn.Module:
+        model = CamModel(self.pipeline)
+        self.load_weights(model.net)
+        return model
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        view2 = siamese_view(images)
+        out1, out2 = self.model(images), self.model(view2)
+        return cam_losses(out1, out2, images, labels, self.pipeline.method, self.generator,
+                          fsl_params=self.model.fsl, image2=view2)
+
+    def random_batch(self, n: int):
+        crop = self.cfg.crop
+        g = torch.Generator().manual_seed(0)
+        labels = (torch.rand(n, 20, generator=g) < 0.15).float()
+        labels[torch.arange(n), torch.randint(0, 20, (n,), generator=g)] = 1
+        return torch.randn(n, 3, crop, crop, generator=g), labels
+
+
+def _cam_products(item: tuple, stage_dir: str, voc_root: str) -> tuple:
+    """One image: the evaluated CAM labels (train, val) and the CRF labels (train_aug)."""
+    image_id, splits, make_crf = item
+    out = Path(stage_dir)
+    cam, label = load_cam(out / "cams" / f"{image_id}.npz")
+    scored = None
+    if splits:
+        labels = cam_argmax_labels(cam)
+        save_mask(out / "labels" / f"{image_id}.png", labels)
+        scored = score(labels, voc_root, image_id)
+    if make_crf:
+        image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
+        crf = {}
+        for alpha in CRF_ALPHAS:
+            crf[alpha] = cam_labels(cam, image, alpha, crf=True, label=label)
+            save_mask(out / f"crf_{alpha}" / f"{image_id}.png", crf[alpha])
+        save_mask(out / "aff" / f"{image_id}.png", affinity_labels(*crf.values()))
+    return splits, scored
+
+
+class CamStage(StageTrainable):
+    """Ray Tune trainable of the CAM stage: one step per epoch, then one for the products."""
+
+    trainer_cls = CamTrainer
+
+    def train_dataset(self):
+        transform = ClassificationTrain(crop=self.cfg.crop, resize_long=self.cfg.resize_long)
+        return ClassificationDataset(self.data_root, "train_aug", transform,
+                                     seed=self.pipeline.seed)
+
+    def collate(self, items: list):
+        return torch.stack([x for _, x, _ in items]), torch.stack([y for _, _, y in items])
+
+    @torch.no_grad()
+    def write_cams(self, split: str, ids: list[str]) -> None:
+        """Multi-scale + flip CAMs of `ids` (of `split`) into cams/, keeping those there."""
+        out = self.stage_dir / "cams"
+        out.mkdir(parents=True, exist_ok=True)
+        dataset = InferenceDataset(self.data_root, split, self.cfg.infer_scales, flip=True)
+        wanted = set(ids)
+        todo = [k for k, i in enumerate(dataset.ids)
+                if i in wanted and not (out / f"{i}.npz").is_file()]
+        loader = DataLoader(Subset(dataset, todo), batch_size=None, collate_fn=keep_item,
+                            num_workers=self.cfg.num_workers)
+        model = self.trainer.model.net.eval()
+        for image_id, image, views, label in loader:
+            cam = infer_cam(model, image, label.numpy(), views=views,
+                            formulation=self.pipeline.method.formulation,
+                            device=self.trainer.device)
+            save_cam(out / f"{image_id}.npz", cam, label.numpy())
+
+    def products(self) -> dict:
+        layout = VOCLayout(self.data_root)
+        train_aug = layout.ids("train_aug")
+        evaluated = {"train": layout.ids("train"), "val": layout.ids("val")}
+        self.write_cams("train_aug", train_aug)
+        self.write_cams("val", evaluated["val"])
+        extra = sorted(set(evaluated["train"]) - set(train_aug) - set(evaluated["val"]))
+        self.write_cams("train", extra)
+        splits: dict[str, tuple] = {}
+        for split, ids in evaluated.items():
+            for i in ids:
+                splits[i] = (*splits.get(i, ()), split)
+        ids = list(dict.fromkeys([*train_aug, *evaluated["val"], *extra]))
+        crf = set(train_aug)
+        for folder in ("labels", "aff", *(f"crf_{a}" for a in CRF_ALPHAS)):
+            (self.stage_dir / folder).mkdir(parents=True, exist_ok=True)
+        work = functools.partial(_cam_products, stage_dir=str(self.stage_dir),
+                                 voc_root=str(layout.root))
+        scored = map_items(work, [(i, splits.get(i, ()), i in crf) for i in ids],
+                           desc="CAM labels")
+        return split_metrics(self.stage, [s for s in scored if s[1] is not None])

@@ -1,0 +1,476 @@
+"""What the three stage trainables share.
+
+`StageTrainer` owns a model and its optimiser and trains it on batches (plain PyTorch, no Ray:
+the benchmark and the harness's memory probe use it alone). `StageTrainable` is the Ray Tune
+class trainable around it: data order, one Tune step per epoch (or per `steps_per_report`
+iterations), checkpoints, and the stage's products once training is over.
+
+Randomness flows from the trial's seed: torch, numpy and `random` are seeded from it, the
+importance sampler gets its own generator, the data order of epoch e is a permutation drawn
+from (seed, stage, e), and each item's augmentation from (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from ray import tune
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from icam.config import STAGES, PipelineConfig, TrainConfig
+
+LR_MULTIPLIERS = (1, 2, 10, 20)
+"""Pretrained weights, pretrained biases, new weights, new biases (biases without decay)."""
+
+MAX_NONFINITE_STEPS = 5
+"""A trial fails after this many consecutive iterations with a non-finite loss."""
+
+STATE_FILE = "state.pt"
+DONE_FILE = "DONE.json"
+
+
+# --- seeds and random states -----------------------------------------------------------------
+
+
+def derive_seed(seed: int, *keys) -> int:
+    """A 63-bit seed from the trial seed and any strings/ints (stage, purpose, epoch)."""
+    words = [int.from_bytes(hashlib.sha1(str(k).encode()).digest()[:4], "little") for k in keys]
+    state = np.random.SeedSequence([seed, *words]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng(generator: torch.Generator | None = None) -> dict:
+    """Global torch/CUDA/numpy/python RNG states (and `generator`'s) as tensors and plain values."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: dict, generator: torch.Generator | None = None) -> None:
+    """Inverse of `capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None:
+        generator.set_state(state["generator"])
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary name beside `path`; on success it is renamed to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+
+
+def read_json(path: str | os.PathLike):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_state(path: str | os.PathLike, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def trial_key(pipeline: PipelineConfig) -> str:
+    """`<method>-s<seed>-<hash of the whole configuration>`: a trial's folder name."""
+    text = json.dumps(pipeline.to_dict(), sort_keys=True)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{pipeline.method.name}-s{pipeline.seed}-{digest}"
+
+
+def read_done(stage_dir: str | os.PathLike) -> dict | None:
+    """The metrics of a finished stage (its DONE.json), or None."""
+    path = Path(stage_dir) / DONE_FILE
+    return read_json(path) if path.is_file() else None
+
+
+# --- device and optimiser --------------------------------------------------------------------
+
+
+def training_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast on CUDA when asked; a no-op context otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=bf16 and device.type == "cuda")
+
+
+def build_optimizer(groups, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD over the four parameter groups at lr, 2 lr, 10 lr, 20 lr (biases without decay)."""
+    param_groups = []
+    for params, mult in zip(groups, LR_MULTIPLIERS, strict=True):
+        decay = cfg.weight_decay if mult in (1, 10) else 0.0
+        param_groups.append({"params": list(params), "lr": cfg.lr * mult,
+                             "initial_lr": cfg.lr * mult, "weight_decay": decay})
+    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, iteration: int, max_iterations: int,
+                power: float) -> None:
+    """lr = initial lr * (1 - iteration / max_iterations)^power, per iteration."""
+    factor = (1 - min(iteration, max_iterations) / max_iterations) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+
+
+def to_device(x, device: torch.device, channels_last: bool = False):
+    """Move a batch (tensors, possibly nested in tuples/lists/dicts) to `device`."""
+    if isinstance(x, torch.Tensor):
+        if channels_last and x.dim() == 4 and x.is_floating_point():
+            return x.to(device, memory_format=torch.channels_last, non_blocking=True)
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device, channels_last) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device, channels_last) for v in x)
+    return x
+
+
+def cap_gpu_memory(fraction: float | None) -> None:
+    """Let this process use at most `fraction` of the GPU, so trials sharing it cannot starve
+    each other (no-op without CUDA or for a whole GPU)."""
+    if fraction and 0 < fraction < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(fraction)
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def ground_truth(voc_root: str | os.PathLike, image_id: str) -> np.ndarray:
+    """An image's ground truth: VOC's own mask, else SBD's (SegmentationClassAug)."""
+    from icam.data.voc import load_mask
+
+    path = Path(voc_root) / "SegmentationClass" / f"{image_id}.png"
+    if not path.is_file():
+        path = Path(voc_root) / "SegmentationClassAug" / f"{image_id}.png"
+    return load_mask(path)
+
+
+def score(pred: np.ndarray, voc_root: str | os.PathLike, image_id: str):
+    """J/F sums of one predicted label map against its ground truth."""
+    from icam.metrics import JFAccumulator
+
+    acc = JFAccumulator()
+    acc.add(pred, ground_truth(voc_root, image_id))
+    return acc
+
+
+def split_metrics(stage: str, scored: list[tuple[tuple[str, ...], object]]) -> dict:
+    """`<stage>/<split>/<J|F|JF>` (percent) from (splits, JFAccumulator) pairs, one per image."""
+    from icam.metrics import JFAccumulator
+
+    metrics = {}
+    for split in ("train", "val"):
+        acc = JFAccumulator()
+        for splits, image_acc in scored:
+            if split in splits:
+                acc.merge(image_acc)
+        result = acc.result()
+        metrics.update({f"{stage}/{split}/{m}": result[m] for m in ("J", "F", "JF")})
+        metrics[f"{stage}/{split}/images"] = acc.num_images
+    return metrics
+
+
+# --- the trainer -----------------------------------------------------------------------------
+
+
+class StageTrainer:
+    """A stage's model and optimiser. Subclasses set `stage` and implement `build_model`,
+    `losses(batch) -> {"total", ...}` and `random_batch(n)`."""
+
+    stage = ""
+
+    def __init__(self, pipeline: PipelineConfig, max_iterations: int,
+                 device: torch.device | None = None):
+        self.pipeline = pipeline
+        self.cfg: TrainConfig = getattr(pipeline, self.stage)
+        self.device = device or training_device()
+        self.max_iterations = max(1, max_iterations)
+        self.model = self.build_model().to(self.device)
+        if self.cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model.parameter_groups(), self.cfg)
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(derive_seed(pipeline.seed, self.stage, "sampler"))
+        self.iteration = 0
+        self.nonfinite = 0
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def random_batch(self, n: int):
+        """A batch of `n` random inputs shaped like the loader's (benchmarks, memory probe)."""
+        raise NotImplementedError
+
+    def load_weights(self, module: nn.Module) -> None:
+        if self.cfg.weights:
+            from icam.models.weights import load_pretrained
+
+            load_pretrained(module, self.cfg.weights, strict=False)
+
+    def train_batch(self, batch) -> dict[str, float]:
+        """One SGD iteration with the poly learning rate; returns the losses as floats.
+
+        A non-finite loss skips the update (NaN guard); MAX_NONFINITE_STEPS in a row fail.
+        """
+        set_poly_lr(self.optimizer, self.iteration, self.max_iterations, self.cfg.poly_power)
+        self.model.train()
+        batch = to_device(batch, self.device, self.cfg.channels_last)
+        with autocast(self.device, self.cfg.bf16):
+            losses = self.losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        total = losses["total"]
+        if not torch.isfinite(total):
+            self.nonfinite += 1
+            if self.nonfinite >= MAX_NONFINITE_STEPS:
+                raise FloatingPointError(
+                    f"{self.stage} stage: non-finite loss ({float(total)}) in "
+                    f"{self.nonfinite} consecutive iterations, the last at iteration "
+                    f"{self.iteration} (seed {self.pipeline.seed}, lr {self.cfg.lr})")
+            return {name: math.nan for name in losses}
+        self.nonfinite = 0
+        total.backward()
+        self.optimizer.step()
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration, "nonfinite": self.nonfinite,
+                "rng": capture_rng(self.generator)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = state["iteration"]
+        self.nonfinite = state["nonfinite"]
+        restore_rng(state["rng"], self.generator)
+
+
+def measure_training(trainer: StageTrainer, steps: int, batch_size: int) -> dict:
+    """Images/s and peak memory of `steps` iterations on random data (after one warm-up).
+
+    Peak memory: CUDA max_memory_allocated on GPU, the process's peak RSS on CPU.
+    """
+    batch = trainer.random_batch(batch_size)
+    trainer.train_batch(batch)
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_batch(batch)
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        total = torch.cuda.get_device_properties(trainer.device).total_memory
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    seconds = time.perf_counter() - start
+    return {"images_per_s": steps * batch_size / seconds, "peak_bytes": int(peak),
+            "total_bytes": int(total), "seconds_per_step": seconds / steps}
+
+
+# --- the trainable ---------------------------------------------------------------------------
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+class StageTrainable(tune.Trainable):
+    """One stage of one trial as a Ray Tune class trainable.
+
+    config: "pipeline" (PipelineConfig.to_dict()), "data_root", and "artefacts" (the study's
+    artefact folder; the trial's folder is `<artefacts>/<trial_key>`) or "trial_dir";
+    optional "cpus" (torch threads) and "gpu_fraction" (CUDA memory cap).
+    Subclasses set `trainer_cls` and implement `train_dataset()`, `collate(items)` and
+    `products() -> metrics`, the stage's outputs and their J/F once training is over.
+    """
+
+    trainer_cls: type[StageTrainer] = StageTrainer
+
+    @property
+    def stage(self) -> str:
+        return self.trainer_cls.stage
+
+    def setup(self, config: dict) -> None:
+        self.pipeline = PipelineConfig.from_dict(config["pipeline"])
+        self.cfg: TrainConfig = getattr(self.pipeline, self.stage)
+        self.data_root = str(config["data_root"])
+        trial_dir = config.get("trial_dir") or Path(config["artefacts"]) / trial_key(self.pipeline)
+        self.trial_dir = Path(trial_dir)
+        self.stage_dir = self.trial_dir / self.stage
+        self.finished = read_done(self.stage_dir)
+        if self.finished is not None:
+            return
+        if config.get("cpus"):
+            torch.set_num_threads(max(1, int(config["cpus"])))
+        cap_gpu_memory(config.get("gpu_fraction"))
+        self.check_inputs()
+        write_json(self.trial_dir / "config.json", self.pipeline.to_dict())
+        seed_everything(self.pipeline.seed)
+        dataset = self.train_dataset()
+        if self.cfg.max_train_images is not None:
+            dataset = Subset(dataset, range(min(len(dataset), self.cfg.max_train_images)))
+        self.dataset = dataset
+        self.batch_size = min(self.cfg.batch_size, len(dataset))
+        self.iterations_per_epoch = len(dataset) // self.batch_size
+        if self.cfg.iterations is None:
+            max_iterations = self.cfg.epochs * self.iterations_per_epoch
+            self.iterations_per_step = self.iterations_per_epoch
+        else:
+            max_iterations = self.cfg.iterations
+            self.iterations_per_step = self.cfg.steps_per_report
+        self.trainer = self.trainer_cls(self.pipeline, max_iterations)
+        self._batches = None
+        self._batches_epoch = -1
+
+    # hooks
+    def check_inputs(self) -> None:
+        """Raise a clear error when the previous stage's artefacts are missing."""
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def collate(self, items: list):
+        raise NotImplementedError
+
+    def products(self) -> dict:
+        raise NotImplementedError
+
+    # the data order
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The index batches of `epoch`: a permutation drawn from (seed, stage, epoch)."""
+        g = torch.Generator().manual_seed(derive_seed(self.pipeline.seed, self.stage, epoch))
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        b = self.batch_size
+        return [order[i * b:(i + 1) * b] for i in range(self.iterations_per_epoch)]
+
+    def _next_batch(self):
+        epoch, offset = divmod(self.trainer.iteration, self.iterations_per_epoch)
+        if self._batches is None or self._batches_epoch != epoch:
+            base = self.dataset.dataset if isinstance(self.dataset, Subset) else self.dataset
+            base.set_epoch(epoch)
+            loader_seed = derive_seed(self.pipeline.seed, self.stage, "loader", epoch)
+            loader = DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch)[offset:],
+                                num_workers=self.cfg.num_workers, collate_fn=self.collate,
+                                generator=torch.Generator().manual_seed(loader_seed),
+                                pin_memory=self.trainer.device.type == "cuda")
+            self._batches, self._batches_epoch = iter(loader), epoch
+        return next(self._batches)
+
+    @property
+    def epoch(self) -> int:
+        return self.trainer.iteration // self.iterations_per_epoch
+
+    # Tune's interface
+    def step(self) -> dict:
+        if self.finished is not None:
+            return {**self.finished, "done": True}
+        trainer = self.trainer
+        if trainer.iteration >= trainer.max_iterations:
+            metrics = self.products()
+            write_json(self.stage_dir / DONE_FILE, metrics)
+            self.finished = metrics
+            return {**metrics, "done": True}
+        count = min(self.iterations_per_step, trainer.max_iterations - trainer.iteration)
+        sums: dict[str, list[float]] = {}
+        start, images = time.perf_counter(), 0
+        for _ in range(count):
+            batch = self._next_batch()
+            for name, value in trainer.train_batch(batch).items():
+                sums.setdefault(name, []).append(value)
+            images += self.batch_size
+        seconds = time.perf_counter() - start
+        result = {("loss" if k == "total" else f"loss_{k}"): _mean(v) for k, v in sums.items()}
+        result.update(images_per_s=images / seconds, epoch=self.epoch,
+                      iteration=trainer.iteration, max_iterations=trainer.max_iterations,
+                      lr=trainer.optimizer.param_groups[0]["lr"], done=False)
+        return result
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        info = {"stage": self.stage, "trial_key": self.trial_dir.name,
+                "finished": self.finished is not None}
+        if self.finished is None:
+            save_state(Path(checkpoint_dir) / STATE_FILE, self.trainer.state_dict())
+            info.update(iteration=self.trainer.iteration, epoch=self.epoch)
+        write_json(Path(checkpoint_dir) / "position.json", info)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        path = Path(checkpoint_dir) / STATE_FILE
+        if self.finished is None and path.is_file():
+            self.trainer.load_state_dict(load_state(path))
+            self._batches = None
+
+
+def stage_dir_of(artefacts: str | os.PathLike, pipeline: PipelineConfig, stage: str) -> Path:
+    """Where a trial keeps a stage's products."""
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is invalid: allowed {' | '.join(STAGES)}")
+    return Path(artefacts) / trial_key(pipeline) / stage
