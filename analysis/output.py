@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 
 
 def _temporary(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
+    """A fresh name beside `path` (created with the usual umask permissions, unlike mkstemp)."""
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1],
-                                         dir=folder)
-    os.close(handle)
-    return temporary
+    extension = os.path.splitext(name)[1]
+    return os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{extension}")
 
 
 def write_text(path: str, text: str) -> str:
