@@ -95,6 +95,12 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     assert all(fa[k] != fc[k] for k in jpgs)
 
 
+def test_parallel_rendering_gives_the_same_bytes(tmp_path):
+    one = synthetic.generate(tmp_path / "one", num_train=5, num_val=2, seed=8)
+    two = synthetic.generate(tmp_path / "two", num_train=5, num_val=2, seed=8, workers=2)
+    assert _files(one) == _files(two)
+
+
 def test_other_size(tmp_path):
     root = synthetic.generate(tmp_path / "s", num_train=4, num_val=1, seed=0, size=(64, 80))
     for path in (root / "JPEGImages").glob("*.jpg"):

@@ -14,6 +14,7 @@ import argparse
 import colorsys
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -289,11 +290,11 @@ def _read_manifest(out: Path) -> dict | None:
 
 
 def generate(out_dir: str | os.PathLike, num_train: int = 300, num_val: int = 80, seed: int = 0,
-             size: tuple[int, int] = DEFAULT_SIZE, force: bool = False) -> Path:
+             size: tuple[int, int] = DEFAULT_SIZE, force: bool = False, workers: int = 1) -> Path:
     """Write the benchmark to `out_dir` (VOC 2012 layout), atomically; return its path.
 
     Does nothing if `out_dir` already holds the same dataset; refuses to replace a different
-    non-empty folder unless `force`.
+    non-empty folder unless `force`. `workers` > 1 renders in forked processes (same bytes).
     """
     if num_train < 1 or num_val < 1:
         raise ValueError(f"num_train={num_train}, num_val={num_val}: both must be >= 1")
@@ -311,12 +312,21 @@ def generate(out_dir: str | os.PathLike, num_train: int = 300, num_val: int = 80
     try:
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
             (tmp / sub).mkdir(parents=True)
+        jobs = []
         for split_code, (split, count) in enumerate((("train", num_train), ("val", num_val))):
             ids = [f"{split}_{i:05d}" for i in range(count)]
-            for i, image_id in enumerate(ids):
-                _write_sample(tmp, image_id, seed, split_code, i, tuple(size))
+            jobs += [(tmp, image_id, seed, split_code, i, tuple(size))
+                     for i, image_id in enumerate(ids)]
             (tmp / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(
                 "".join(f"{i}\n" for i in ids))
+        if workers > 1:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with context.Pool(workers) as pool:
+                pool.starmap(_write_sample, jobs, chunksize=16)
+        else:
+            for job in jobs:
+                _write_sample(*job)
         (tmp / "synthetic.json").write_text(json.dumps(manifest, indent=1) + "\n")
         _move_into_place(tmp, out, manifest)
     finally:
@@ -391,11 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=DEFAULT_SIZE, metavar=("H", "W"),
                         help="landscape image size; a quarter of the images are portrait")
     parser.add_argument("--force", action="store_true", help="replace a different dataset")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes rendering images (output does not depend on it)")
     parser.add_argument("--preview", metavar="PNG", help="also save a sheet of samples")
     args = parser.parse_args(argv)
     try:
         out = generate(args.out, args.num_train, args.num_val, args.seed, tuple(args.size),
-                       force=args.force)
+                       force=args.force, workers=args.workers)
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
