@@ -149,7 +149,8 @@ class VOCLayout:
             if not line.strip():
                 continue
             # plain ids, or DeepLab's "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png"
-            image_id = Path(line.split()[0]).stem
+            token = line.split()[0]
+            image_id = Path(token).stem if token.endswith(".jpg") else token
             if f"{image_id}.jpg" not in images:
                 raise FileNotFoundError(
                     f"{list_file}, line {lineno}: image {self.image_path(image_id)} not found"
