@@ -285,7 +285,7 @@ class StageTrainer:
             self.nonfinite += 1
             if self.nonfinite >= MAX_NONFINITE_STEPS:
                 raise FloatingPointError(
-                    f"{self.stage} stage: non-finite loss ({float(total)}) in "
+                    f"{self.stage} stage: non-finite loss ({float(total.detach())}) in "
                     f"{self.nonfinite} consecutive iterations, the last at iteration "
                     f"{self.iteration} (seed {self.pipeline.seed}, lr {self.cfg.lr})")
             return {name: math.nan for name in losses}
@@ -360,6 +360,7 @@ class StageTrainable(tune.Trainable):
         return self.trainer_cls.stage
 
     def setup(self, config: dict) -> None:
+        self.setup_at = time.time()
         self.pipeline = PipelineConfig.from_dict(config["pipeline"])
         self.cfg: TrainConfig = getattr(self.pipeline, self.stage)
         self.data_root = str(config["data_root"])
@@ -431,6 +432,11 @@ class StageTrainable(tune.Trainable):
 
     # Tune's interface
     def step(self) -> dict:
+        result = self._step()
+        result.update(setup_at=self.setup_at, wall_time=time.time())
+        return result
+
+    def _step(self) -> dict:
         if self.finished is not None:
             return {**self.finished, "done": True}
         trainer = self.trainer

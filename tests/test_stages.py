@@ -1,0 +1,244 @@
+"""The stage trainables without Ray: optimiser, schedule, RNG states, NaN guard, and exact
+continuation after a checkpoint for each of the three stages (on a tiny synthetic set)."""
+
+import json
+import math
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from icam.config import pipeline_config
+from icam.data.synthetic import generate
+from icam.data.voc import VOCLayout, load_mask, save_mask
+from icam.stages import AffinityStage, CamStage, FinalStage
+from icam.stages.common import (
+    StageTrainer,
+    atomic_path,
+    build_optimizer,
+    capture_rng,
+    derive_seed,
+    load_state,
+    restore_rng,
+    save_state,
+    set_poly_lr,
+    trial_key,
+    write_json,
+)
+
+# --- optimiser and schedule ----------------------------------------------------------------
+
+
+def _groups():
+    return ([nn.Parameter(torch.ones(2))], [nn.Parameter(torch.ones(1))],
+            [nn.Parameter(torch.ones(3))], [nn.Parameter(torch.ones(1))])
+
+
+def test_optimizer_groups_have_the_reference_multipliers_and_decay():
+    cfg = replace(pipeline_config().cam, lr=0.01, weight_decay=5e-4, momentum=0.9)
+    opt = build_optimizer(_groups(), cfg)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02, 0.1, 0.2])
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0, 5e-4, 0.0]
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+
+
+def test_poly_decay_per_iteration():
+    cfg = replace(pipeline_config().cam, lr=0.1)
+    opt = build_optimizer(_groups(), cfg)
+    set_poly_lr(opt, 25, 100, 0.9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.75**0.9)
+    assert opt.param_groups[3]["lr"] == pytest.approx(2.0 * 0.75**0.9)
+    set_poly_lr(opt, 100, 100, 0.9)
+    assert opt.param_groups[2]["lr"] == 0.0
+
+
+def test_first_sgd_step_with_weight_decay_by_hand():
+    cfg = replace(pipeline_config().cam, lr=0.5, weight_decay=0.1, momentum=0.9)
+    groups = _groups()
+    opt = build_optimizer(groups, cfg)
+    loss = sum((p * torch.arange(1.0, p.numel() + 1)).sum() for g in groups for p in g)
+    loss.backward()
+    opt.step()
+    # first step: p - lr_g * (grad + wd_g * p), grad of sum(p * [1, 2, ...]) is [1, 2, ...]
+    assert groups[0][0].tolist() == pytest.approx([1 - 0.5 * (1 + 0.1), 1 - 0.5 * (2 + 0.1)])
+    assert groups[1][0].tolist() == pytest.approx([1 - 1.0 * 1])
+    assert groups[2][0].tolist() == pytest.approx([1 - 5.0 * (k + 0.1) for k in (1, 2, 3)])
+    assert groups[3][0].tolist() == pytest.approx([1 - 10.0 * 1])
+
+
+# --- seeds, random states, files --------------------------------------------------------------
+
+
+def test_derive_seed_is_deterministic_and_separates_keys():
+    assert derive_seed(3, "cam", 1) == derive_seed(3, "cam", 1)
+    seeds = {derive_seed(s, stage, e) for s in range(3) for stage in ("cam", "final")
+             for e in range(3)}
+    assert len(seeds) == 18
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def _draws(generator):
+    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), np.random.randn(),
+            random.random(), random.gauss(0, 1), torch.rand(2, generator=generator).tolist())
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    generator = torch.Generator().manual_seed(7)
+    np.random.randn()  # leaves a cached Gaussian in numpy's state
+    random.gauss(0, 1)
+    save_state(tmp_path / "rng.pt", capture_rng(generator))
+    first = _draws(generator)
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(9)
+    generator.manual_seed(1)
+    restore_rng(load_state(tmp_path / "rng.pt"), generator)
+    assert _draws(generator) == first
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "sub" / "x.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            Path(tmp).write_text("partial")
+            raise RuntimeError("interrupted")
+    assert list((tmp_path / "sub").iterdir()) == []
+    write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.json"]
+
+
+def test_trial_key_names_method_and_seed_and_changes_with_any_setting():
+    a = pipeline_config("cpu", "icam", seed=2)
+    assert trial_key(a).startswith("icam-s2-")
+    assert trial_key(a) == trial_key(pipeline_config("cpu", "icam", seed=2))
+    assert trial_key(a) != trial_key(pipeline_config("cpu", "icam", seed=2, mu=2.0))
+    assert trial_key(a) != trial_key(replace(a, final=replace(a.final, iterations=7)))
+
+
+# --- NaN guard -------------------------------------------------------------------------------
+
+
+class _Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.fc(x)
+
+    def parameter_groups(self):
+        return [self.fc.weight], [self.fc.bias], [], []
+
+
+class _ScaledTrainer(StageTrainer):
+    """Loss = scale * mean(output): scale = nan makes every loss non-finite."""
+
+    stage = "cam"
+    scale = 1.0
+
+    def build_model(self):
+        return _Linear()
+
+    def losses(self, batch):
+        total = self.scale * self.model(batch).mean()
+        return {"total": total}
+
+
+def test_nan_guard_skips_updates_then_fails():
+    trainer = _ScaledTrainer(pipeline_config(), max_iterations=100)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.scale = math.nan
+    for _ in range(4):
+        assert math.isnan(trainer.train_batch(torch.ones(3, 2))["total"])
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(),
+                                                 strict=True))
+    trainer.scale = 1.0
+    trainer.train_batch(torch.ones(3, 2))  # a finite loss resets the count
+    assert not torch.equal(before[1], trainer.model.fc.bias)
+    trainer.scale = math.nan
+    for _ in range(4):
+        trainer.train_batch(torch.ones(3, 2))
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        trainer.train_batch(torch.ones(3, 2))
+
+
+# --- the trainables: one step, checkpoint, a fresh instance continues identically -------------
+
+
+@pytest.fixture(autouse=True)
+def _logdir_in_tmp(tmp_path, monkeypatch):
+    """Trainables outside Tune make a log folder; keep it out of ~/ray_results."""
+    monkeypatch.setattr("ray.tune.trainable.trainable.DEFAULT_STORAGE_PATH", str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("data") / "voc", num_train=16, num_val=8,
+                    seed=0, size=(64, 96))
+
+
+def tiny_pipeline():
+    cfg = pipeline_config("cpu", "icam", seed=1)
+    return replace(
+        cfg,
+        cam=replace(cfg.cam, crop=64, resize_long=(64, 96), epochs=2, infer_scales=(1.0,)),
+        affinity=replace(cfg.affinity, crop=80, epochs=2),
+        final=replace(cfg.final, crop=64, iterations=4, steps_per_report=1))
+
+
+def _fake_previous_stage(trial_dir: Path, root: Path, stage: str, folder: str) -> None:
+    """Stand-in products of the previous stage: the ground truth as pseudo-labels."""
+    out = trial_dir / stage / folder
+    out.mkdir(parents=True)
+    layout = VOCLayout(root)
+    for image_id in layout.ids("train"):
+        save_mask(out / f"{image_id}.png", load_mask(layout.mask_path(image_id)))
+    write_json(trial_dir / stage / "DONE.json", {})
+
+
+@pytest.mark.parametrize("cls, previous", [(CamStage, None), (AffinityStage, ("cam", "aff")),
+                                           (FinalStage, ("affinity", "rw"))])
+def test_checkpoint_restores_identical_state(cls, previous, tiny_root, tmp_path):
+    config = {"pipeline": tiny_pipeline().to_dict(), "data_root": str(tiny_root),
+              "trial_dir": str(tmp_path / "trial")}
+    if previous:
+        _fake_previous_stage(tmp_path / "trial", tiny_root, *previous)
+    a = cls(config=dict(config))
+    initial = {k: v.clone() for k, v in a.trainer.model.state_dict().items()}
+    first = a.train()
+    assert math.isfinite(first["loss"]) and first["images_per_s"] > 0 and not first["done"]
+    a.save_checkpoint(str(tmp_path / "ckpt"))
+    second = a.train()
+
+    b = cls(config=dict(config))
+    b.load_checkpoint(str(tmp_path / "ckpt"))
+    assert b.trainer.iteration == first["iteration"]
+    resumed = b.train()
+    assert resumed["loss"] == second["loss"]
+    assert resumed["iteration"] == second["iteration"] == 2 * first["iteration"]
+    state_a, state_b = a.trainer.model.state_dict(), b.trainer.model.state_dict()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert any(not torch.equal(initial[k], state_a[k]) for k in state_a)
+    assert b.trainer.optimizer.param_groups[0]["lr"] == a.trainer.optimizer.param_groups[0]["lr"]
+
+
+def test_a_stage_with_done_json_reports_it_without_training(tiny_root, tmp_path):
+    config = {"pipeline": tiny_pipeline().to_dict(), "data_root": str(tiny_root),
+              "trial_dir": str(tmp_path / "trial")}
+    write_json(tmp_path / "trial" / "cam" / "DONE.json", {"cam/val/J": 12.5})
+    stage = CamStage(config=config)
+    result = stage.train()
+    assert result["done"] and result["cam/val/J"] == 12.5
+    assert not hasattr(stage, "trainer")
+
+
+def test_a_stage_without_its_inputs_names_them(tiny_root, tmp_path):
+    config = {"pipeline": tiny_pipeline().to_dict(), "data_root": str(tiny_root),
+              "trial_dir": str(tmp_path / "trial")}
+    with pytest.raises(FileNotFoundError, match="cam.*DONE.json"):
+        AffinityStage(config=config)
