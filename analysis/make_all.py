@@ -29,6 +29,7 @@ from analysis.stats import select  # noqa: E402
 from analysis.trials import (  # noqa: E402
     StoredTrials,
     TrialsError,
+    TrialSkipped,
     contract_columns,
     open_location,
     read_trials,
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or (os.path.join(DEFAULT_OUT, "paper") if args.results == "paper"
                        else DEFAULT_OUT)
-    warnings.simplefilter("always")
+    warnings.simplefilter("always", TrialSkipped)
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     try:
         summary = make_all(args.results, out, args.compare, args.trial_dir, args.data_root,

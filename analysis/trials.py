@@ -206,11 +206,12 @@ def _flatten(value: dict, prefix: str = "") -> dict:
     return flat
 
 
-_SETTING_ALIASES = {"lambda": ("lambda", "lam"), "method": ("method", "preset")}
+_SETTING_ALIASES = {"lambda": ("lambda", "lam")}
 
 
 def _setting(params: dict, column: str):
-    """A config value found top-level, under "method", or anywhere nested (first match)."""
+    """A config value found top-level, under "method", or anywhere nested (first match); the
+    method is a "method" string or the "name" of a "method" dict."""
     names = _SETTING_ALIASES.get(column, (column,))
     nested = [params]
     while nested:

@@ -229,8 +229,9 @@ def test_ray_results_rebuilt_and_corrupt_trials_skipped(tmp_path):
     tune = tmp_path / "ablate_mu" / "tune" / "cam"
     last = {"trial_id": "abc_00001", "cam": {"val": {"J": 55.0, "F": 35.0, "JF": 45.0}},
             "cam/train/J": 66.0, "cam/train/F": 44.0, "cam/train/JF": 55.0, "loss": 0.1}
-    _ray_trial(tune / "good", {"seed": 3, "method": {"name": "icam", "lam": 0.8, "mu": 1.5,
-                                                     "sigma": 5.0, "fsl": True}},
+    params = {"data_root": "/d", "pipeline": {"preset": "cpu", "seed": 3, "cam": {
+        "backbone": "tiny"}, "method": {"name": "icam", "lam": 0.8, "mu": 1.5, "sigma": 5.0}}}
+    _ray_trial(tune / "good", params,
                [json.dumps({"trial_id": "abc_00001", "cam/val/J": 1.0}), json.dumps(last)])
     _ray_trial(tune / "broken", {"seed": 0}, ['{"trial_id": "x", "cam/val/J": 5', ""])
     _ray_trial(tune / "no_result", {"seed": 1}, None)
@@ -247,6 +248,7 @@ def test_ray_results_rebuilt_and_corrupt_trials_skipped(tmp_path):
     assert frame["J"].tolist() == [66.0, 55.0] and frame["F"].tolist() == [44.0, 35.0]
     assert frame["mu"].tolist() == [1.5, 1.5] and frame["lambda"].tolist() == [0.8, 0.8]
     assert frame["seed"].tolist() == [3.0, 3.0] and frame["method"].tolist() == ["icam"] * 2
+    assert frame["backbone"].tolist() == ["tiny", "tiny"]
 
 
 def test_progress_csv_and_trials_csv_precedence(tmp_path):
