@@ -8,7 +8,14 @@ import torch
 from icam import losses
 from icam.config import method_config
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Exact comparisons in double precision, restored for the other test modules."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def direct_bce(p, y):
