@@ -129,10 +129,10 @@ class TrainConfig:
                "None or an integer >= 1")
         _check(isinstance(self.num_workers, int) and self.num_workers >= 0, "num_workers",
                self.num_workers, "an integer >= 0")
-        lo, hi = self.resize_long
-        _check(0 < lo <= hi, "resize_long", self.resize_long, "0 < low <= high")
-        lo, hi = self.scale
-        _check(0 < lo <= hi, "scale", self.scale, "0 < low <= high")
+        for name in ("resize_long", "scale"):
+            pair = getattr(self, name)
+            _check(isinstance(pair, tuple) and len(pair) == 2 and all(map(_is_real, pair))
+                   and 0 < pair[0] <= pair[1], name, pair, "(low, high) with 0 < low <= high")
         _check(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a number > 0")
         _check(_is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum,
                "a number in [0, 1)")
@@ -140,7 +140,7 @@ class TrainConfig:
                self.weight_decay, "a number >= 0")
         _check(_is_real(self.poly_power) and self.poly_power >= 0, "poly_power",
                self.poly_power, "a number >= 0")
-        _check(len(self.infer_scales) >= 1 and all(_is_real(s) and s > 0
+        _check(isinstance(self.infer_scales, tuple) and len(self.infer_scales) >= 1 and all(_is_real(s) and s > 0
                for s in self.infer_scales), "infer_scales", self.infer_scales,
                "one or more numbers > 0")
 

@@ -15,10 +15,10 @@ import argparse
 import itertools
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from icam.config import STAGES, method_config, pipeline_config, train_config
+from icam.config import STAGES, TrainConfig, method_config, pipeline_config, train_config
 
 _BOOLEAN = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 
@@ -67,6 +67,30 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
             raise ValueError(f"--grid {item!r} is invalid: expected KEY=V1,V2,...")
         grid[key] = [parse_value(key, v) for v in values.split(",")]
     return grid
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, dict]:
+    """`--set cam.epochs=4 --set cam.resize_long=96,144` -> {"cam": {"epochs": 4, ...}}."""
+    settings: dict[str, dict] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        stage, dot, name = key.strip().partition(".")
+        if not sep or not dot or stage not in STAGES or not name or not text.strip():
+            raise ValueError(f"--set {item!r} is invalid: expected STAGE.FIELD=VALUE with "
+                             f"STAGE in {', '.join(STAGES)}")
+        values = []
+        for part in text.split(","):
+            part = part.strip()
+            try:
+                values.append(int(part))
+            except ValueError:
+                try:
+                    values.append(float(part))
+                except ValueError:
+                    values.append({"true": True, "false": False, "none": None}.get(
+                        part.lower(), part))
+        settings.setdefault(stage, {})[name] = tuple(values) if len(values) > 1 else values[0]
+    return settings
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -150,6 +174,9 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         help="run the stages up to and including this one")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="replace one axis of the paper's grid, e.g. --grid mu=1,2.5")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                        help="override a training setting, e.g. --set cam.epochs=4 "
+                        "--set final.iterations=2000")
     parser.add_argument("--weights", help="ImageNet backbone weights (.params or .pth) for "
                         "the paper preset")
     parser.add_argument("--quick", action="store_true",
@@ -173,7 +200,19 @@ def resolve(study: Study, args: argparse.Namespace):
     if args.weights:
         for stage in STAGES:
             overrides.setdefault(stage, {})["weights"] = args.weights
+    for stage, values in parse_settings(args.set).items():
+        overrides.setdefault(stage, {}).update(values)
+    defaults = TrainConfig()
+    for values in overrides.values():
+        for name, value in values.items():
+            if isinstance(getattr(defaults, name, None), tuple) and not isinstance(value, tuple):
+                values[name] = (value,)
+    known = {f.name for f in fields(TrainConfig)}
     for stage in STAGES:
+        unknown = sorted(set(overrides.get(stage, {})) - known)
+        if unknown:
+            raise ValueError(f"--set {stage}.{unknown[0]}: unknown setting; allowed "
+                             f"{', '.join(sorted(known))}")
         train_config(args.preset, stage, **overrides.get(stage, {}))
     trials = expand(study, grid, seeds, args.preset, overrides)
     if args.cpus_per_trial < 1:
