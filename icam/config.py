@@ -140,8 +140,9 @@ class TrainConfig:
                self.weight_decay, "a number >= 0")
         _check(_is_real(self.poly_power) and self.poly_power >= 0, "poly_power",
                self.poly_power, "a number >= 0")
-        _check(isinstance(self.infer_scales, tuple) and len(self.infer_scales) >= 1 and all(_is_real(s) and s > 0
-               for s in self.infer_scales), "infer_scales", self.infer_scales,
+        scales = self.infer_scales
+        _check(isinstance(scales, tuple) and len(scales) >= 1
+               and all(_is_real(s) and s > 0 for s in scales), "infer_scales", scales,
                "one or more numbers > 0")
 
 
