@@ -98,8 +98,17 @@ TINY = ["--set", "cam.crop=64", "--set", "cam.resize_long=64,96", "--set", "cam.
         "--set", "cam.infer_scales=1.0", "--set", "cam.batch_size=4"]
 
 
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.slow
-def test_a_tiny_study_runs_and_a_rerun_trains_nothing(tmp_path, capsys):
+def test_a_tiny_study_runs_and_a_rerun_trains_nothing(tmp_path, capsys, local_ray):
     data = generate(tmp_path / "data", num_train=8, num_val=4, seed=0, size=(64, 80))
     storage = tmp_path / "results"
     argv = ["--data-root", str(data), "--storage", str(storage), "--seeds", "1",
