@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
 
     import ray
 
-    ray.init(address=args.address) if args.address else ray.init()
+    if args.address:
+        ray.init(address=args.address)
+    elif not ray.is_initialized():
+        ray.init()
     cpus = args.cpus_per_trial or node_cpus()
     start = time.perf_counter()
     df = run_study(spec, args.storage, {"cpu": cpus, "gpu": gpu}, data_root=data_root)

@@ -29,7 +29,7 @@ from ray import tune
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from icam.config import STAGES, PipelineConfig, TrainConfig
+from icam.config import PipelineConfig, TrainConfig
 
 LR_MULTIPLIERS = (1, 2, 10, 20)
 """Pretrained weights, pretrained biases, new weights, new biases (biases without decay)."""
@@ -474,9 +474,3 @@ class StageTrainable(tune.Trainable):
             self.trainer.load_state_dict(load_state(path))
             self._batches = None
 
-
-def stage_dir_of(artefacts: str | os.PathLike, pipeline: PipelineConfig, stage: str) -> Path:
-    """Where a trial keeps a stage's products."""
-    if stage not in STAGES:
-        raise ValueError(f"stage={stage!r} is invalid: allowed {' | '.join(STAGES)}")
-    return Path(artefacts) / trial_key(pipeline) / stage
