@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from icam.config import STAGES
-from icam.study import QUICK_TRAIN, Study, build_parser, parse_gpu
+from icam.study import QUICK_TRAIN, Study, build_parser
 
 SPACE = {"lam": (0.0, 1.0), "mu": (0.0, 4.0), "sigma": (1.0, 9.0),
          "num_samples": [1, 2, 5, 10, 20, 50, 100]}
@@ -70,10 +70,7 @@ def main(argv=None) -> int:
     if args.num_trials < 1:
         parser.exit(2, f"error: --num-trials {args.num_trials} is invalid: an integer >= 1\n")
     stages = STAGES[:STAGES.index(args.stages) + 1]
-    try:
-        gpu = parse_gpu(str(args.gpus_per_trial))
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
+    gpu = args.gpus_per_trial  # already checked by the parser (parse_gpu)
     if args.dry_run:
         print(f"study search: Optuna over {SPACE}, ASHA on the CAM stage's J&F, stages "
               f"{', '.join(stages)}; each trial requests {{'cpu': {args.cpus_per_trial}, "
