@@ -4,6 +4,7 @@ continuation after a checkpoint for each of the three stages (on a tiny syntheti
 import json
 import math
 import random
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,7 +137,7 @@ class _Linear(nn.Module):
 
 
 class _ScaledTrainer(StageTrainer):
-    """Loss = scale * mean(output): scale = nan makes every loss non-finite."""
+    """Losses 'fit' = mean(output) and 'extra' = scale * mean(output); total = their sum."""
 
     stage = "cam"
     scale = 1.0
@@ -145,26 +146,39 @@ class _ScaledTrainer(StageTrainer):
         return _Linear()
 
     def losses(self, batch):
-        total = self.scale * self.model(batch).mean()
-        return {"total": total}
+        fit = self.model(batch).mean()
+        extra = self.scale * fit
+        return {"total": fit + extra, "fit": fit, "extra": extra}
 
 
-def test_nan_guard_skips_updates_then_fails():
-    trainer = _ScaledTrainer(pipeline_config(), max_iterations=100)
+@pytest.mark.parametrize("scale, shown", [(math.nan, "nan"), (math.inf, "inf")])
+def test_a_non_finite_loss_stops_at_once_naming_trial_iteration_and_term(scale, shown):
+    config = pipeline_config(seed=4)
+    trainer = _ScaledTrainer(config, max_iterations=100)
+    trainer.train_batch(torch.ones(3, 2))
+    trainer.train_batch(torch.ones(3, 2))
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.scale = math.nan
-    for _ in range(4):
-        assert math.isnan(trainer.train_batch(torch.ones(3, 2))["total"])
+    trainer.scale = scale
+    with pytest.raises(FloatingPointError) as err:
+        trainer.train_batch(torch.ones(3, 2))
+    message = str(err.value)
+    assert f"trial {trial_key(config)}" in message
+    assert "iteration 3" in message
+    assert re.search(rf"'extra' = -?{shown}\b", message) and "'fit'" not in message
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(),
-                                                 strict=True))
-    trainer.scale = 1.0
-    trainer.train_batch(torch.ones(3, 2))  # a finite loss resets the count
-    assert not torch.equal(before[1], trainer.model.fc.bias)
-    trainer.scale = math.nan
-    for _ in range(4):
+                                                 strict=True))  # no update from it
+
+
+def test_a_non_finite_model_output_stops_before_the_losses():
+    config = pipeline_config(seed=4)
+    trainer = _ScaledTrainer(config, max_iterations=100)
+    with torch.no_grad():
+        trainer.model.fc.bias.fill_(math.inf)
+    with pytest.raises(FloatingPointError, match=rf"trial {trial_key(config)}: non-finite cam "
+                       r"model output 'output' at iteration 1, before its losses"):
         trainer.train_batch(torch.ones(3, 2))
-    with pytest.raises(FloatingPointError, match="non-finite loss"):
-        trainer.train_batch(torch.ones(3, 2))
+    trainer.model.eval()
+    assert torch.isinf(trainer.model(torch.ones(3, 2))).all()  # inference is not checked
 
 
 # --- the trainables: one step, checkpoint, a fresh instance continues identically -------------

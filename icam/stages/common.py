@@ -34,9 +34,6 @@ from icam.config import PipelineConfig, TrainConfig
 LR_MULTIPLIERS = (1, 2, 10, 20)
 """Pretrained weights, pretrained biases, new weights, new biases (biases without decay)."""
 
-MAX_NONFINITE_STEPS = 5
-"""A trial fails after this many consecutive iterations with a non-finite loss."""
-
 STATE_FILE = "state.pt"
 DONE_FILE = "DONE.json"
 
@@ -247,10 +244,10 @@ class StageTrainer:
         if self.cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model.parameter_groups(), self.cfg)
+        self.model.register_forward_hook(self._check_outputs)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(pipeline.seed, self.stage, "sampler"))
         self.iteration = 0
-        self.nonfinite = 0
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
@@ -271,39 +268,53 @@ class StageTrainer:
     def train_batch(self, batch) -> dict[str, float]:
         """One SGD iteration with the poly learning rate; returns the losses as floats.
 
-        A non-finite loss skips the update (NaN guard); MAX_NONFINITE_STEPS in a row fail.
+        A non-finite model output or loss stops training at once: FloatingPointError naming
+        the trial, the iteration and the output or loss terms (`check_finite`).
         """
         set_poly_lr(self.optimizer, self.iteration, self.max_iterations, self.cfg.poly_power)
+        self.iteration += 1
         self.model.train()
         batch = to_device(batch, self.device, self.cfg.channels_last)
         with autocast(self.device, self.cfg.bf16):
             losses = self.losses(batch)
+        self.check_finite(losses)
         self.optimizer.zero_grad(set_to_none=True)
-        self.iteration += 1
-        total = losses["total"]
-        if not torch.isfinite(total):
-            self.nonfinite += 1
-            if self.nonfinite >= MAX_NONFINITE_STEPS:
-                raise FloatingPointError(
-                    f"{self.stage} stage: non-finite loss ({float(total.detach())}) in "
-                    f"{self.nonfinite} consecutive iterations, the last at iteration "
-                    f"{self.iteration} (seed {self.pipeline.seed}, lr {self.cfg.lr})")
-            return {name: math.nan for name in losses}
-        self.nonfinite = 0
-        total.backward()
+        losses["total"].backward()
         self.optimizer.step()
         return {name: float(value.detach()) for name, value in losses.items()}
 
+    def check_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        """Raise FloatingPointError when the total loss is not finite, naming its terms."""
+        if torch.isfinite(losses["total"]).all():
+            return
+        values = {name: float(value.detach()) for name, value in losses.items()}
+        bad = [name for name, v in values.items() if name != "total" and not math.isfinite(v)]
+        terms = ", ".join(f"'{name}' = {values[name]}" for name in bad or ["total"])
+        raise self.stopped(f"non-finite {self.stage} loss at iteration {self.iteration}: {terms}")
+
+    def _check_outputs(self, module: nn.Module, inputs, output) -> None:
+        """Forward hook: in training, a non-finite model output stops before its losses (the
+        importance sampler, for one, cannot draw from a NaN CAM)."""
+        if not module.training:
+            return
+        named = output.items() if isinstance(output, dict) else [("output", output)]
+        for name, value in named:
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise self.stopped(f"non-finite {self.stage} model output '{name}' at iteration "
+                                   f"{self.iteration}, before its losses")
+
+    def stopped(self, what: str) -> FloatingPointError:
+        return FloatingPointError(f"trial {trial_key(self.pipeline)}: {what}; training stopped "
+                                  f"(lr {self.cfg.lr:g})")
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "iteration": self.iteration, "nonfinite": self.nonfinite,
-                "rng": capture_rng(self.generator)}
+                "iteration": self.iteration, "rng": capture_rng(self.generator)}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
-        self.nonfinite = state["nonfinite"]
         restore_rng(state["rng"], self.generator)
 
 
@@ -339,8 +350,7 @@ def measure_training(trainer: StageTrainer, steps: int, batch_size: int) -> dict
 
 
 def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+    return sum(values) / len(values)
 
 
 class StageTrainable(tune.Trainable):
