@@ -15,8 +15,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-EXPECTED = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, OSError)
-"""Errors that mean bad input; anything else is a bug and still gets the same treatment."""
+
+class ReportedError(RuntimeError):
+    """An error whose message already says what went wrong and where (shown without its type)."""
+
+
+EXPECTED = (ValueError, OSError, ReportedError)
+"""Errors that mean bad input or a reported failure; anything else is a bug and still gets
+the same treatment, with its type named."""
 
 
 def _log_dir(storage: str | os.PathLike | None) -> Path:
@@ -44,21 +50,28 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {message}"
 
 
-def run_guarded(work: Callable[[Path], int], storage: str | os.PathLike | None,
-                name: str) -> int:
-    """Run `work(log_path)`; on an error write the traceback to the log and print one line.
+def run_guarded(work: Callable[[], int], storage: str | os.PathLike | None, name: str) -> int:
+    """Run `work()`; on an error write the traceback to a log and print one line naming it.
 
-    KeyboardInterrupt is reported the same way (what finished is kept; re-run to resume).
+    The log is `<storage>/logs/<name>-<time>-<pid>.log` (the temp folder when storage is not a
+    writable local folder). KeyboardInterrupt is reported the same way (what finished is kept;
+    re-run to resume).
     """
-    log = _log_dir(storage) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
-        return work(log)
+        return work()
     except KeyboardInterrupt:
-        log.write_text(traceback.format_exc())
+        log = _write_log(storage, name)
         print(f"\ninterrupted: finished work is kept; run the same command to resume "
               f"(log: {log})", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - every error ends in one line + a log
-        log.write_text(traceback.format_exc())
+        log = _write_log(storage, name)
         print(f"error: {describe(err)} (traceback: {log})", file=sys.stderr)
         return 2
+
+
+def _write_log(storage: str | os.PathLike | None, name: str) -> Path:
+    """The traceback being handled, in a new log file; returns its path."""
+    log = _log_dir(storage) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    log.write_text(traceback.format_exc())
+    return log

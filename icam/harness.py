@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
 from icam.stages.common import read_done, read_json, trial_key, write_json
 
@@ -49,8 +50,9 @@ GPU_HEADROOM = 0.15
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-class StudyError(RuntimeError):
-    """Some trials failed; the message names them and where Ray logged the errors."""
+class StudyError(ReportedError):
+    """Some trials failed. The first line names the first failure's trial, stage and cause;
+    the next lines hold every failure in full (Ray's traceback) and its Tune folder."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,21 @@ def _trial_name(trial) -> str:
     return trial_key(PipelineConfig.from_dict(trial.config["pipeline"]))
 
 
+def _cause(error: BaseException) -> BaseException:
+    """The trial's own exception inside Ray's wrappers (RayTaskError keeps it as `cause`)."""
+    while isinstance(getattr(error, "cause", None), BaseException):
+        error = error.cause
+    return error
+
+
+def _failure(stage: str, result) -> tuple[str, str]:
+    """(one line, full text) of a failed trial: its stage, name and the error's cause."""
+    cause = _cause(result.error)
+    lines = str(cause).strip().splitlines() or [""]
+    line = f"{stage} {_trial_name(result)}: {type(cause).__name__}: {lines[0]}"
+    return line, f"{line}\n{result.error}\n(Tune folder: {result.path})"
+
+
 def _experiment_name(stage: str, keys: list[str], existing: dict) -> str:
     if stage not in existing:
         return stage
@@ -237,8 +254,8 @@ def _experiment_name(stage: str, keys: list[str], existing: dict) -> str:
 
 
 def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data_root: str,
-               resources: dict, max_failures: int, verbose: int) -> list[str]:
-    """Run `stage` for the trials that lack its DONE.json; returns error descriptions."""
+               resources: dict, max_failures: int, verbose: int) -> list[tuple[str, str]]:
+    """Run `stage` for the trials that lack its DONE.json; returns its failures (`_failure`)."""
     from ray import tune
 
     record_path = paths.local / "experiments.json"
@@ -255,8 +272,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
     def fit(tuner) -> None:
         for result in tuner.fit():
             if result.error is not None:
-                errors.append(f"{stage} {_trial_name(result)}: {type(result.error).__name__}: "
-                              f"{result.error} (logs: {result.path})")
+                errors.append(_failure(stage, result))
 
     # interrupted experiments continue from their checkpoints
     for name, entry in experiments.items():
@@ -309,6 +325,20 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> str:
     return str(root)
 
 
+def start_ray(address: str | None = None) -> None:
+    """Connect to `address` (a running cluster) or start a local Ray, unless connected.
+
+    The console keeps Tune's progress reporter and our one-line errors: workers' output stays
+    in Ray's session logs, and Tune does not print failed trials' tracebacks (run_study puts
+    them in its StudyError, which the command line writes to its log).
+    """
+    import ray
+
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+
+
 def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
               resources: dict | None = None, data_root: str | os.PathLike | None = None,
               max_failures: int = 1, verbose: int = 1,
@@ -319,16 +349,13 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
     lets four trials share a GPU) or "auto" (the default). Starts a local Ray when none runs.
     Raises StudyError (after writing trials.csv) when trials failed.
     """
-    import ray
-
     for stage in STAGES:
         stage_resources(resources, stage)
     root = resolve_data_root(data_root)
     paths = study_paths(storage, spec.name, workdir)
     for trial in spec.trials:
         write_json(paths.artefacts / trial_key(trial) / "config.json", trial.to_dict())
-    if not ray.is_initialized():
-        ray.init()
+    start_ray()
     errors = []
     trials = list(spec.trials)
     for stage in spec.stages:
@@ -338,6 +365,8 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
     df = write_trials_csv(spec.name, paths)
     if errors or len(trials) < len(spec.trials):
         lost = len(spec.trials) - len(trials)
-        detail = "\n  ".join(errors) or "see the Tune logs under " + paths.tune
-        raise StudyError(f"{lost} of {len(spec.trials)} trials did not finish:\n  {detail}")
+        first = errors[0][0] if errors else f"see the Tune logs under {paths.tune}"
+        details = "\n\n".join(full for _, full in errors)
+        raise StudyError(f"{lost} of {len(spec.trials)} trials did not finish; {first}\n\n"
+                         f"{details}")
     return df

@@ -59,7 +59,7 @@ def format_table(df, trial_id: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from icam.harness import StudySpec, resolve_data_root, run_study, study_paths
+    from icam.harness import StudySpec, resolve_data_root, run_study, start_ray, study_paths
     from icam.stages.common import trial_key
     from icam.study import parse_gpu
 
@@ -70,13 +70,7 @@ def run(args: argparse.Namespace) -> int:
     spec = StudySpec(args.study, [config])
     data_root = resolve_data_root(args.data_root)
     study_paths(args.storage, spec.name)  # fails early when the storage is not writable
-
-    import ray
-
-    if args.address:
-        ray.init(address=args.address)
-    elif not ray.is_initialized():
-        ray.init()
+    start_ray(args.address)
     cpus = args.cpus_per_trial or node_cpus()
     start = time.perf_counter()
     df = run_study(spec, args.storage, {"cpu": cpus, "gpu": gpu}, data_root=data_root)
@@ -89,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from icam.cli import run_guarded
 
     args = parse_args(argv)
-    return run_guarded(lambda log: run(args), storage=args.storage, name="pipeline")
+    return run_guarded(lambda: run(args), storage=args.storage, name="pipeline")
 
 
 if __name__ == "__main__":

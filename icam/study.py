@@ -250,30 +250,28 @@ def run(study: Study, argv: Sequence[str] | None = None,
         args.quick, args.seeds = True, "1"
         print(f"{study.name}: no arguments, running the embedded default (synthetic data, "
               "cpu preset, reduced grid, one seed); --help lists the options")
-    try:
-        grid, seeds, trials, resources = resolve(study, args)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
+    from icam.cli import run_guarded
+
+    return run_guarded(lambda: _run(study, args, after), storage=args.storage, name=study.name)
+
+
+def _run(study: Study, args: argparse.Namespace, after) -> int:
+    """Validate the command line (before Ray starts), then print the dry run or execute."""
+    _, _, trials, resources = resolve(study, args)
     stages = STAGES[:STAGES.index(args.stages) + 1]
     if study.stages != STAGES:
         stages = tuple(s for s in stages if s in study.stages)
     if args.dry_run:
         print_dry_run(study, trials, resources, stages)
         return 0
-
-    from icam.cli import run_guarded
-
-    return run_guarded(lambda log: _execute(study, args, trials, resources, stages, after),
-                       storage=args.storage, name=study.name)
+    return _execute(study, args, trials, resources, stages, after)
 
 
 def _execute(study, args, trials, resources, stages, after) -> int:
-    import ray
-
-    from icam.harness import StudySpec, run_study, study_paths
+    from icam.harness import StudySpec, run_study, start_ray, study_paths
 
     if args.address:
-        ray.init(address=args.address)
+        start_ray(args.address)
     df = run_study(StudySpec(study.name, tuple(trials), stages), storage=args.storage,
                    resources=resources, data_root=args.data_root, workdir=args.workdir)
     study_dir = study_paths(args.storage, study.name, args.workdir).local

@@ -80,19 +80,24 @@ def main(argv=None) -> int:
 
     from icam.cli import run_guarded
 
-    return run_guarded(lambda log: run_search(args, stages, gpu), storage=args.storage,
+    return run_guarded(lambda: run_search(args, stages, gpu), storage=args.storage,
                        name="search")
 
 
 def run_search(args, stages: tuple, gpu) -> int:
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from analysis.make_all import write_study_outputs
     from icam.config import pipeline_config
-    from icam.harness import resolve_data_root, resolve_gpu, study_paths, write_trials_csv
+    from icam.harness import (
+        resolve_data_root,
+        resolve_gpu,
+        start_ray,
+        study_paths,
+        write_trials_csv,
+    )
     from icam.study import parse_seeds
 
     seed = parse_seeds(args.seeds)[0]
@@ -101,10 +106,7 @@ def run_search(args, stages: tuple, gpu) -> int:
         from dataclasses import replace
 
         base = replace(base, **{s: replace(getattr(base, s), **QUICK_TRAIN[s]) for s in STAGES})
-    if args.address:
-        ray.init(address=args.address)
-    elif not ray.is_initialized():
-        ray.init()
+    start_ray(args.address)
     data_root = resolve_data_root(args.data_root)
     paths = study_paths(args.storage, "search")
     share = resolve_gpu(gpu, "cam", base)
