@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from icam.config import pipeline_config
 from icam.data.synthetic import generate
@@ -184,6 +185,26 @@ def test_resuming_a_finished_study_trains_nothing(finished_study, tiny_root):
     assert _tune_rows(study_dir) == rows
     assert (study_dir / "experiments.json").read_text() == record
     pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True))
+
+
+@pytest.mark.slow
+def test_stored_artefacts_are_npz_png_json_csv_and_checkpoints_load_weights_only(
+        finished_study):
+    _, storage, _ = finished_study
+    study_dir = storage / "e2e"
+    ours = [p for p in study_dir.rglob("*") if p.is_file() and "tune" not in p.parts]
+    assert {p.suffix for p in ours} == {".npz", ".png", ".json", ".csv"}
+    for path in ours:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                assert all(arrays[k].dtype != object for k in arrays.files)
+    checkpoints = [p for p in study_dir.glob("tune/*/*/checkpoint_*") if p.is_dir()]
+    assert checkpoints
+    for checkpoint in checkpoints:
+        names = {p.name for p in checkpoint.iterdir()}
+        assert names <= {"state.pt", "position.json"}
+        if "state.pt" in names:
+            torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
 
 
 @pytest.mark.slow
