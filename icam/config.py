@@ -94,12 +94,15 @@ def method_config(preset: str = "icam", **overrides) -> MethodConfig:
     return MethodConfig(**values)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training stage. Defaults are the paper's CAM stage (Table 1)."""
 
     backbone: str = "resnet38"
-    weights: str | None = None  # ImageNet .params / .pth for the backbone
+    weights: str | None = None  # backbone weights: .params / .pth / .npz or a built-in name
     crop: int = 448
     resize_long: tuple[int, int] = (448, 768)  # random long-side resize (CAM, AffinityNet)
     scale: tuple[float, float] = (0.5, 1.5)  # random scale (final stage)
@@ -107,6 +110,7 @@ class TrainConfig:
     epochs: int = 8
     iterations: int | None = None  # final stage: a fixed number of iterations
     steps_per_report: int = 500  # final stage: iterations per Tune step
+    optimizer: str = "sgd"  # "sgd" (the paper's) | "adam"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -133,6 +137,7 @@ class TrainConfig:
             pair = getattr(self, name)
             _check(isinstance(pair, tuple) and len(pair) == 2 and all(map(_is_real, pair))
                    and 0 < pair[0] <= pair[1], name, pair, "(low, high) with 0 < low <= high")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " | ".join(OPTIMIZERS))
         _check(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a number > 0")
         _check(_is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum,
                "a number in [0, 1)")
@@ -152,13 +157,12 @@ _PAPER = {
     "final": TrainConfig(crop=448, batch_size=10, lr=0.001, iterations=20000,
                          infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
 }
-_CPU = {
-    "cam": TrainConfig(backbone="tiny", crop=128, resize_long=(128, 192), batch_size=8,
-                       epochs=6, lr=0.05, infer_scales=(1.0, 1.5)),
-    "affinity": TrainConfig(backbone="tiny", crop=128, resize_long=(128, 192), batch_size=8,
-                            epochs=3, lr=0.05, infer_scales=(1.0,)),
-    "final": TrainConfig(backbone="tiny", crop=128, batch_size=8, lr=0.01, iterations=300,
-                         steps_per_report=100, infer_scales=(1.0,)),
+_TINY = dict(backbone="tiny", weights="tiny-synthetic", optimizer="adam", lr=1e-3,
+             weight_decay=0.0, crop=128, batch_size=8)
+_CPU = {  # the tiny backbone pre-trained on synthetic crops (ImageNet's stand-in), Adam
+    "cam": TrainConfig(**_TINY, resize_long=(112, 160), epochs=6, infer_scales=(1.0, 1.5)),
+    "affinity": TrainConfig(**_TINY, resize_long=(112, 160), epochs=3, infer_scales=(1.0,)),
+    "final": TrainConfig(**_TINY, iterations=300, steps_per_report=100, infer_scales=(1.0,)),
 }
 TRAIN_PRESETS = {"paper": _PAPER, "cpu": _CPU}
 

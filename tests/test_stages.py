@@ -40,15 +40,29 @@ def _groups():
 
 
 def test_optimizer_groups_have_the_reference_multipliers_and_decay():
-    cfg = replace(pipeline_config().cam, lr=0.01, weight_decay=5e-4, momentum=0.9)
+    cfg = replace(pipeline_config().cam, optimizer="sgd", lr=0.01, weight_decay=5e-4,
+                  momentum=0.9)
     opt = build_optimizer(_groups(), cfg)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02, 0.1, 0.2])
     assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0, 5e-4, 0.0]
     assert all(g["momentum"] == 0.9 for g in opt.param_groups)
 
 
+def test_first_adam_step_moves_every_group_by_lr():
+    cfg = replace(pipeline_config().cam, optimizer="adam", lr=0.01, weight_decay=0.0)
+    groups = _groups()
+    opt = build_optimizer(groups, cfg)
+    assert isinstance(opt, torch.optim.Adam)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0] * 4
+    loss = sum((p * torch.arange(1.0, p.numel() + 1)).sum() for g in groups for p in g)
+    loss.backward()
+    opt.step()
+    # Adam's first step is lr * sign(grad) (m/sqrt(v) = g/|g|), whatever the group
+    assert all(v == pytest.approx(1 - 0.01) for g in groups for p in g for v in p.tolist())
+
+
 def test_poly_decay_per_iteration():
-    cfg = replace(pipeline_config().cam, lr=0.1)
+    cfg = replace(pipeline_config().cam, optimizer="sgd", lr=0.1)
     opt = build_optimizer(_groups(), cfg)
     set_poly_lr(opt, 25, 100, 0.9)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.75**0.9)
@@ -58,7 +72,8 @@ def test_poly_decay_per_iteration():
 
 
 def test_first_sgd_step_with_weight_decay_by_hand():
-    cfg = replace(pipeline_config().cam, lr=0.5, weight_decay=0.1, momentum=0.9)
+    cfg = replace(pipeline_config().cam, optimizer="sgd", lr=0.5, weight_decay=0.1,
+                  momentum=0.9)
     groups = _groups()
     opt = build_optimizer(groups, cfg)
     loss = sum((p * torch.arange(1.0, p.numel() + 1)).sum() for g in groups for p in g)
@@ -256,3 +271,31 @@ def test_a_stage_without_its_inputs_names_them(tiny_root, tmp_path):
               "trial_dir": str(tmp_path / "trial")}
     with pytest.raises(FileNotFoundError, match="cam.*DONE.json"):
         AffinityStage(config=config)
+
+
+@pytest.mark.parametrize("method", ["icam", "seam"])
+def test_final_loss_adds_half_the_fsl_when_the_method_uses_it(method):
+    from icam.stages.final import FinalTrainer
+    from tests.test_losses import all_pairs_fsl
+
+    pipeline = pipeline_config("cpu", method, seed=0)
+    pipeline = replace(pipeline, final=replace(pipeline.final, crop=32, weights=None))
+    trainer = FinalTrainer(pipeline, max_iterations=1, device=torch.device("cpu"))
+    images, targets = trainer.random_batch(2)
+    trainer.model.eval()
+    with torch.no_grad():
+        trainer.model.cls_conv.weight.mul_(30.0)  # confident, varied class probabilities
+        losses = trainer.losses((images, targets))
+        coarse = trainer.model(images)
+    if method == "seam":
+        assert set(losses) == {"total", "ce"}
+        return
+    # the FSL's features: the de-normalised image at the stride-8 size (bilinear, corners)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    small = torch.nn.functional.interpolate(images, coarse.shape[2:], mode="bilinear",
+                                            align_corners=True)
+    x = (small * std + mean).clamp(0, 1).double()
+    expected = all_pairs_fsl(x, torch.softmax(coarse.double(), 1), 2.5, 5.0)
+    assert float(losses["fsl"]) == pytest.approx(float(expected), rel=2e-3)
+    assert float(losses["total"] - losses["ce"]) == pytest.approx(0.5 * float(expected), rel=2e-3)

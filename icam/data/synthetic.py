@@ -5,7 +5,7 @@ its area) on a larger body whose texture is exclusive to its class but subtle (a
 pattern on a muted colour that clutter also uses). Backgrounds are scenes that co-occur with
 some classes (as water with boats) but also appear without them, strewn with clutter whose
 textures nearly resemble bodies. Object colour edges coincide with the mask borders, which
-carry a thin 255 void band as in VOC. See docs/synthetic.md.
+carry a thin 255 void band as in VOC. See the README's section on the benchmark.
 
     python -m icam.data.synthetic --out DIR [--num-train N] [--num-val M] [--seed S]
 """
@@ -28,7 +28,7 @@ from scipy import ndimage
 from icam import VOID
 from icam.data.voc import VOC_PALETTE, cache_home, load_image, load_mask
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SIZE = (144, 192)  # (height, width) of landscape images; a quarter are portrait
 JPEG_QUALITY = 90
 
@@ -58,7 +58,11 @@ CLUTTER_TEXTURES = ("flat", "smooth", "diagonal", "crosshatch", "waves")
 CONTEXT_PROB = 0.5  # chance that the scene is the one of the first object's class
 NUM_OBJECTS_PROB = (0.4, 0.4, 0.2)  # one, two or three objects of different classes
 PART_AREA = (0.04, 0.08)  # fraction of the object's area
-TEXTURE_AMPLITUDE = 30.0  # grey levels of body and clutter patterns
+TEXTURE_AMPLITUDE = 8.0  # grey levels of body and clutter patterns
+"""Subtle, as most object surfaces are at the CAM's resolution: neighbouring pixels of one
+surface differ by less than the FSL's crossover at μ = 2.5 (d ≈ 0.076, about 19 grey levels),
+while object and background differ by MIN_BODY_CONTRAST. (Version 1 used 30: its textures
+read as edges everywhere inside objects.)"""
 MIN_BODY_CONTRAST = 70.0  # RGB distance of a body's colour from the background under it
 
 

@@ -4,11 +4,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from icam.models.mxnet_params import read_ndarray_list
 from icam.models.resnet38 import ResNet38, mxnet_to_torch_name
+
+BUILTIN_WEIGHTS = {"tiny-synthetic": Path(__file__).with_name("tiny_synthetic.npz")}
+"""Weights shipped with the package (the tiny backbone pre-trained by icam.models.tiny_pretrain)."""
 
 
 @dataclass
@@ -72,11 +76,22 @@ def _load_mxnet(model: nn.Module, path: Path) -> LoadResult:
     return LoadResult(loaded, sorted(_state_names(model).keys() - set(loaded)), skipped)
 
 
-def _load_torch(model: nn.Module, path: Path, strict: bool) -> LoadResult:
+def _read_state(path: Path) -> Mapping:
+    """A state dict from `.npz` (no pickles allowed) or a weights-only torch file."""
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+        except Exception as err:
+            raise ValueError(f"{path}: cannot read as an .npz of arrays: {err}") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{path}: cannot read as a weights-only torch file: {err}") from None
+
+
+def _load_state(model: nn.Module, path: Path, strict: bool) -> LoadResult:
+    state = _read_state(path)
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
@@ -103,20 +118,28 @@ def _load_torch(model: nn.Module, path: Path, strict: bool) -> LoadResult:
     return LoadResult(sorted(tensors), sorted(missing), sorted(unexpected))
 
 
+def resolve_weights(name: str | Path) -> Path:
+    """The file of a weights name: a built-in name (BUILTIN_WEIGHTS) or a path."""
+    if str(name) in BUILTIN_WEIGHTS:
+        return BUILTIN_WEIGHTS[str(name)]
+    return Path(name).expanduser()
+
+
 def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
-    """Load `path` into `model` in place.
+    """Load `path` (or a BUILTIN_WEIGHTS name) into `model` in place.
 
     `.params`: the MXNet ResNet-38 ImageNet file into a ResNet38 or a model whose `backbone` is
     one; every backbone tensor must be present (the classifier linear1000 is skipped).
-    `.pth` / `.pt`: a state dict read with `torch.load(weights_only=True)`; names without the
-    `backbone.` prefix are matched to it. With strict=True, missing or unexpected names raise;
-    otherwise they are reported in the result (`missing`, `skipped`).
+    `.pth` / `.pt` / `.npz`: a state dict read with `torch.load(weights_only=True)` or
+    `np.load(allow_pickle=False)`; names without the `backbone.` prefix are matched to it.
+    With strict=True, missing or unexpected names raise; otherwise they are reported in the
+    result (`missing`, `skipped`).
     """
-    path = Path(path)
+    path = resolve_weights(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     if path.suffix == ".params":
         return _load_mxnet(model, path)
-    if path.suffix in (".pth", ".pt"):
-        return _load_torch(model, path, strict)
-    raise ValueError(f"{path}: unknown weights format (want .params, .pth or .pt)")
+    if path.suffix in (".pth", ".pt", ".npz"):
+        return _load_state(model, path, strict)
+    raise ValueError(f"{path}: unknown weights format (want .params, .pth, .pt or .npz)")

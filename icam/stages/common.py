@@ -149,13 +149,17 @@ def autocast(device: torch.device, bf16: bool):
                           enabled=bf16 and device.type == "cuda")
 
 
-def build_optimizer(groups, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD over the four parameter groups at lr, 2 lr, 10 lr, 20 lr (biases without decay)."""
+def build_optimizer(groups, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The four parameter groups (pretrained weights, biases, new weights, biases; biases
+    without decay): SGD at lr, 2 lr, 10 lr, 20 lr as the reference, or Adam at lr for all."""
     param_groups = []
-    for params, mult in zip(groups, LR_MULTIPLIERS, strict=True):
-        decay = cfg.weight_decay if mult in (1, 10) else 0.0
+    for k, params in enumerate(groups):
+        mult = LR_MULTIPLIERS[k] if cfg.optimizer == "sgd" else 1
+        decay = cfg.weight_decay if k % 2 == 0 else 0.0
         param_groups.append({"params": list(params), "lr": cfg.lr * mult,
                              "initial_lr": cfg.lr * mult, "weight_decay": decay})
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=cfg.lr)
     return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum)
 
 

@@ -28,12 +28,17 @@ from icam.data.voc import (
     load_image,
     save_mask,
 )
+from icam.losses import denormalized_features, feature_similarity_loss
 from icam.models.deeplab import DeepLabV1
 from icam.parallel import map_items
 from icam.stages.common import StageTrainable, StageTrainer, read_done, score, split_metrics
 
 CRF_PARAMS = {"iterations": 1, "bilateral_sxy": 32}
 """The final stage's test-time CRF (the rest as `icam.crf.dense_crf`'s defaults)."""
+
+FINAL_FSL_WEIGHT = 0.5
+"""With the FSL on, the final stage adds 0.5 · FSL on DeepLab's stride-8 softmax, as the
+authors' train_final.py does (the paper leaves this out)."""
 
 BLOCK = 32
 """Images whose probabilities are held at once between inference and the CRF tasks."""
@@ -49,10 +54,16 @@ class FinalTrainer(StageTrainer):
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         images, targets = batch
-        logits = self.model(images)
-        logits = F.interpolate(logits, images.shape[2:], mode="bilinear", align_corners=True)
+        coarse = self.model(images)
+        logits = F.interpolate(coarse, images.shape[2:], mode="bilinear", align_corners=True)
         ce = F.cross_entropy(logits.float(), targets, ignore_index=VOID)
-        return {"total": ce, "ce": ce}
+        method = self.pipeline.method
+        if not method.fsl:
+            return {"total": ce, "ce": ce}
+        features = denormalized_features(images, coarse.shape[2:])
+        fsl = feature_similarity_loss(features, torch.softmax(coarse.float(), dim=1),
+                                      method.mu, method.sigma)
+        return {"total": ce + FINAL_FSL_WEIGHT * fsl, "ce": ce, "fsl": fsl}
 
     def random_batch(self, n: int):
         crop = self.cfg.crop
