@@ -157,12 +157,13 @@ _PAPER = {
     "final": TrainConfig(crop=448, batch_size=10, lr=0.001, iterations=20000,
                          infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
 }
-_TINY = dict(backbone="tiny", weights="tiny-synthetic", optimizer="adam", lr=1e-3,
+_TINY = dict(backbone="tiny", weights="tiny-synthetic", optimizer="adam", lr=1e-4,
              weight_decay=0.0, crop=128, batch_size=8)
 _CPU = {  # the tiny backbone pre-trained on synthetic crops (ImageNet's stand-in), Adam
     "cam": TrainConfig(**_TINY, resize_long=(112, 160), epochs=6, infer_scales=(1.0, 1.5)),
     "affinity": TrainConfig(**_TINY, resize_long=(112, 160), epochs=3, infer_scales=(1.0,)),
-    "final": TrainConfig(**_TINY, iterations=300, steps_per_report=100, infer_scales=(1.0,)),
+    "final": TrainConfig(**{**_TINY, "lr": 1e-3}, iterations=300, steps_per_report=100,
+                         infer_scales=(1.0,)),
 }
 TRAIN_PRESETS = {"paper": _PAPER, "cpu": _CPU}
 

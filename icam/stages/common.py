@@ -150,11 +150,10 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def build_optimizer(groups, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The four parameter groups (pretrained weights, biases, new weights, biases; biases
-    without decay): SGD at lr, 2 lr, 10 lr, 20 lr as the reference, or Adam at lr for all."""
+    """SGD (the reference) or Adam over the four parameter groups (pretrained weights, biases,
+    new weights, biases) at lr, 2 lr, 10 lr, 20 lr; biases without weight decay."""
     param_groups = []
-    for k, params in enumerate(groups):
-        mult = LR_MULTIPLIERS[k] if cfg.optimizer == "sgd" else 1
+    for k, (params, mult) in enumerate(zip(groups, LR_MULTIPLIERS, strict=True)):
         decay = cfg.weight_decay if k % 2 == 0 else 0.0
         param_groups.append({"params": list(params), "lr": cfg.lr * mult,
                              "initial_lr": cfg.lr * mult, "weight_decay": decay})
