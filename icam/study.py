@@ -177,8 +177,9 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
                         help="override a training setting, e.g. --set cam.epochs=4 "
                         "--set final.iterations=2000")
-    parser.add_argument("--weights", help="ImageNet backbone weights (.params or .pth) for "
-                        "the paper preset")
+    parser.add_argument("--weights", help="backbone weights for every stage: ImageNet "
+                        ".params/.pth/.npz for the paper preset (the cpu preset has "
+                        "tiny-synthetic)")
     parser.add_argument("--quick", action="store_true",
                         help="the embedded default's reduced grid and shorter training")
     parser.add_argument("--dry-run", action="store_true",
