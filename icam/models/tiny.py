@@ -1,10 +1,11 @@
 """A small CPU backbone with ResNet-38's interface, for the embedded benchmark and the tests.
 
 Same layout as ResNet-38 in miniature: a stem, three stride-2 stages to output stride 8, then two
-dilated blocks (dilation 2 and 4) and a final norm + ReLU. It trains from scratch, so its batch
-norm learns (ResNet-38's is frozen with ImageNet statistics). Batch norm, not GroupNorm: on the
-synthetic benchmark the GroupNorm version did not get past the label prior in 150 Adam steps on
-32 images, while this one fits them (measured with a plain GAP classifier).
+dilated blocks (dilation 2 and 4) and a final norm + ReLU. The cpu preset starts it from the
+`tiny-synthetic` weights (icam.models.tiny_pretrain); either way its batch norm learns
+(ResNet-38's is frozen with ImageNet statistics). Batch norm, not GroupNorm: on the synthetic
+benchmark the GroupNorm version did not get past the label prior in 150 Adam steps on 32
+images, while this one fits them (measured with a plain GAP classifier).
 """
 
 import torch.nn.functional as F
