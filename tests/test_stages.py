@@ -16,6 +16,7 @@ from torch import nn
 from icam.config import pipeline_config
 from icam.data.synthetic import generate
 from icam.data.voc import VOCLayout, load_mask, save_mask
+from icam.inference import save_cam
 from icam.stages import AffinityStage, CamStage, FinalStage
 from icam.stages.common import (
     StageTrainer,
@@ -221,23 +222,37 @@ def tiny_pipeline():
         final=replace(cfg.final, crop=64, iterations=4, steps_per_report=1))
 
 
-def _fake_previous_stage(trial_dir: Path, root: Path, stage: str, folder: str) -> None:
-    """Stand-in products of the previous stage: the ground truth as pseudo-labels."""
-    out = trial_dir / stage / folder
-    out.mkdir(parents=True)
+def _gt_cam(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A CAM that is the ground truth: 1 on each present class's pixels, 0 elsewhere."""
+    label = np.zeros(20, np.float32)
+    present = np.unique(mask[(mask > 0) & (mask < 255)])
+    label[present - 1] = 1
+    cam = np.stack([(mask == c).astype(np.float32) for c in range(1, 21)])
+    return cam, label
+
+
+def _fake_previous_stage(trial_dir: Path, root: Path, stage: str) -> None:
+    """Stand-in products of the previous stage made from the ground truth: CAMs of train_aug
+    (stage "cam") or random-walk labels (stage "affinity")."""
     layout = VOCLayout(root)
-    for image_id in layout.ids("train"):
-        save_mask(out / f"{image_id}.png", load_mask(layout.mask_path(image_id)))
+    out = trial_dir / stage / ("cams" if stage == "cam" else "rw")
+    out.mkdir(parents=True)
+    for image_id in layout.ids("train_aug"):
+        mask = load_mask(layout.mask_path(image_id))
+        if stage == "cam":
+            save_cam(out / f"{image_id}.npz", *_gt_cam(mask))
+        else:
+            save_mask(out / f"{image_id}.png", mask)
     write_json(trial_dir / stage / "DONE.json", {})
 
 
-@pytest.mark.parametrize("cls, previous", [(CamStage, None), (AffinityStage, ("cam", "aff")),
-                                           (FinalStage, ("affinity", "rw"))])
+@pytest.mark.parametrize("cls, previous", [(CamStage, None), (AffinityStage, "cam"),
+                                           (FinalStage, "affinity")])
 def test_checkpoint_restores_identical_state(cls, previous, tiny_root, tmp_path):
     config = {"pipeline": tiny_pipeline().to_dict(), "data_root": str(tiny_root),
               "trial_dir": str(tmp_path / "trial")}
     if previous:
-        _fake_previous_stage(tmp_path / "trial", tiny_root, *previous)
+        _fake_previous_stage(tmp_path / "trial", tiny_root, previous)
     a = cls(config=dict(config))
     initial = {k: v.clone() for k, v in a.trainer.model.state_dict().items()}
     first = a.train()
@@ -255,6 +270,32 @@ def test_checkpoint_restores_identical_state(cls, previous, tiny_root, tmp_path)
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert any(not torch.equal(initial[k], state_a[k]) for k in state_a)
     assert b.trainer.optimizer.param_groups[0]["lr"] == a.trainer.optimizer.param_groups[0]["lr"]
+
+
+def test_affinity_stage_makes_its_crf_labels_from_the_cams_once(tiny_root, tmp_path):
+    trial = tmp_path / "trial"
+    _fake_previous_stage(trial, tiny_root, "cam")
+    config = {"pipeline": tiny_pipeline().to_dict(), "data_root": str(tiny_root),
+              "trial_dir": str(trial)}
+    AffinityStage(config=dict(config))
+    layout = VOCLayout(tiny_root)
+    ids = layout.ids("train_aug")
+    agree = total = 0
+    for folder in ("crf_2", "crf_4", "aff"):
+        assert sorted(p.stem for p in (trial / "affinity" / folder).iterdir()) == sorted(ids)
+    for image_id in ids:
+        gt = load_mask(layout.mask_path(image_id))
+        gt = np.where(gt == 255, 0, gt)  # the ground-truth CAM counts void as background
+        aff = load_mask(trial / "affinity" / "aff" / f"{image_id}.png")
+        # a CAM of 1 inside each object and 0 outside: both alphas agree with the truth,
+        # so the combined labels are the truth wherever the CRF keeps it
+        agree += int((aff == gt).sum())
+        total += gt.size
+    assert agree / total > 0.95
+    stamps = {p: p.stat().st_mtime_ns for p in (trial / "affinity" / "aff").iterdir()}
+    AffinityStage(config=dict(config))  # a restarted trial keeps the labels it has
+    assert {p: p.stat().st_mtime_ns for p in (trial / "affinity" / "aff").iterdir()} == stamps
+    assert not (trial / "cam" / "aff").exists()
 
 
 def test_a_stage_with_done_json_reports_it_without_training(tiny_root, tmp_path):

@@ -1,7 +1,9 @@
-"""Stage 2: AffinityNet, trained on the CAM stage's CRF labels, then the random walk.
+"""Stage 2: AffinityNet, trained on CRF labels of the CAM stage's CAMs, then the random walk.
 
-Training labels: `<trial_dir>/cam/aff/` (confident foreground from the alpha-2 CRF labels,
-confident background from the alpha-4 ones); crops without the random resize, as the authors
+Training labels, made first from `<trial_dir>/cam/cams/` (kept across restarts):
+`<trial_dir>/affinity/crf_2/` and `crf_4/`, the CRF labels of train_aug with background
+alpha 2 and 4, and `aff/`, their combination (confident foreground from alpha 2, confident
+background from alpha 4, the rest ignored). Crops without the random resize, as the authors
 (`TrainConfig.resize_long` is not used here).
 
 Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
@@ -19,7 +21,8 @@ from torch import nn
 
 from icam.data.affinity import AffinityDataset, AffinityTrain, reduce_labels
 from icam.data.voc import VOCLayout, load_image, save_mask
-from icam.inference import load_cam
+from icam.inference import affinity_labels as combine_crf_labels
+from icam.inference import cam_labels, load_cam
 from icam.models.affinity import AffinityNet, affinities, affinity_labels, affinity_loss
 from icam.parallel import map_items
 from icam.randomwalk import random_walk_labels
@@ -27,6 +30,9 @@ from icam.stages.common import StageTrainable, StageTrainer, read_done, score, s
 
 RADIUS = 5
 """Pairs within this radius (in stride-8 feature pixels) train the affinities."""
+
+CRF_ALPHAS = (2, 4)
+"""Background exponents of the two CRF label sets (low: more background, high: less)."""
 
 
 class AffinityTrainer(StageTrainer):
@@ -52,6 +58,18 @@ class AffinityTrainer(StageTrainer):
         return torch.randn(n, 3, crop, crop, generator=g), pairs
 
 
+def _write_crf_labels(image_id: str, cam_dir: str, stage_dir: str, voc_root: str) -> None:
+    """One train_aug image: its CRF labels at both alphas, then their combination in aff/."""
+    out = Path(stage_dir)
+    cam, label = load_cam(Path(cam_dir) / f"{image_id}.npz")
+    image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
+    crf = []
+    for alpha in CRF_ALPHAS:
+        crf.append(cam_labels(cam, image, alpha, crf=True, label=label))
+        save_mask(out / f"crf_{alpha}" / f"{image_id}.png", crf[-1])
+    save_mask(out / "aff" / f"{image_id}.png", combine_crf_labels(*crf))
+
+
 def _write_labels(item: tuple, stage_dir: str, voc_root: str) -> tuple:
     """One image: PNG of its random-walk labels and, for train/val images, their J/F sums."""
     image_id, splits, labels = item
@@ -69,8 +87,20 @@ class AffinityStage(StageTrainable):
             raise FileNotFoundError(f"{self.trial_dir / 'cam'}: no finished CAM stage "
                                     "(DONE.json) for this trial; run it first")
 
+    def write_crf_labels(self) -> Path:
+        """The training labels in aff/, made for the train_aug images that lack one."""
+        layout = VOCLayout(self.data_root)
+        for folder in ("aff", *(f"crf_{a}" for a in CRF_ALPHAS)):
+            (self.stage_dir / folder).mkdir(parents=True, exist_ok=True)
+        todo = [i for i in layout.ids("train_aug")
+                if not (self.stage_dir / "aff" / f"{i}.png").is_file()]
+        work = functools.partial(_write_crf_labels, cam_dir=str(self.trial_dir / "cam" / "cams"),
+                                 stage_dir=str(self.stage_dir), voc_root=str(layout.root))
+        map_items(work, todo, desc="CRF labels")
+        return self.stage_dir / "aff"
+
     def train_dataset(self):
-        return AffinityDataset(self.data_root, "train_aug", self.trial_dir / "cam" / "aff",
+        return AffinityDataset(self.data_root, "train_aug", self.write_crf_labels(),
                                AffinityTrain(crop=self.cfg.crop), radius=RADIUS,
                                seed=self.pipeline.seed)
 

@@ -1,9 +1,9 @@
 """Stage 1: the CAM network (SEAM's siamese network with ICAM's or SEAM's losses).
 
 Products in `<trial_dir>/cam/`: `cams/<id>.npz` (multi-scale + flip CAMs of train_aug and
-val), `crf_2/` and `crf_4/` (CRF labels of train_aug with background alpha 2 and 4), `aff/`
-(their combination, the AffinityNet's training labels), `labels/` (the CAM pseudo-labels of
-train and val, argmax without CRF as in the authors' evaluation) and their J/F.
+val), `labels/` (the CAM pseudo-labels of train and val, argmax without CRF as in the
+authors' evaluation) and their J/F. The CRF labels AffinityNet trains on are made from
+`cams/` by the affinity stage, so a study that stops here does not pay for them.
 """
 
 from __future__ import annotations
@@ -17,29 +17,12 @@ from torch.utils.data import DataLoader, Subset
 
 from icam.config import PipelineConfig
 from icam.data.transforms import ClassificationTrain
-from icam.data.voc import (
-    ClassificationDataset,
-    InferenceDataset,
-    VOCLayout,
-    keep_item,
-    load_image,
-    save_mask,
-)
-from icam.inference import (
-    affinity_labels,
-    cam_argmax_labels,
-    cam_labels,
-    infer_cam,
-    load_cam,
-    save_cam,
-)
+from icam.data.voc import ClassificationDataset, InferenceDataset, VOCLayout, keep_item, save_mask
+from icam.inference import cam_argmax_labels, infer_cam, load_cam, save_cam
 from icam.losses import FslParameters, cam_losses, siamese_view
 from icam.models.cam import CamNet
 from icam.parallel import map_items
 from icam.stages.common import StageTrainable, StageTrainer, score, split_metrics
-
-CRF_ALPHAS = (2, 4)
-"""Background exponents of the two CRF label sets (low: more background, high: less)."""
 
 
 class CamModel(nn.Module):
@@ -86,23 +69,12 @@ class CamTrainer(StageTrainer):
 
 
 def _cam_products(item: tuple, stage_dir: str, voc_root: str) -> tuple:
-    """One image: the evaluated CAM labels (train, val) and the CRF labels (train_aug)."""
-    image_id, splits, make_crf = item
-    out = Path(stage_dir)
-    cam, label = load_cam(out / "cams" / f"{image_id}.npz")
-    scored = None
-    if splits:
-        labels = cam_argmax_labels(cam)
-        save_mask(out / "labels" / f"{image_id}.png", labels)
-        scored = score(labels, voc_root, image_id)
-    if make_crf:
-        image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
-        crf = {}
-        for alpha in CRF_ALPHAS:
-            crf[alpha] = cam_labels(cam, image, alpha, crf=True, label=label)
-            save_mask(out / f"crf_{alpha}" / f"{image_id}.png", crf[alpha])
-        save_mask(out / "aff" / f"{image_id}.png", affinity_labels(*crf.values()))
-    return splits, scored
+    """One train or val image: its evaluated CAM labels and their J/F sums."""
+    image_id, splits = item
+    cam, _ = load_cam(Path(stage_dir) / "cams" / f"{image_id}.npz")
+    labels = cam_argmax_labels(cam)
+    save_mask(Path(stage_dir) / "labels" / f"{image_id}.png", labels)
+    return splits, score(labels, voc_root, image_id)
 
 
 class CamStage(StageTrainable):
@@ -148,12 +120,8 @@ class CamStage(StageTrainable):
         for split, ids in evaluated.items():
             for i in ids:
                 splits[i] = (*splits.get(i, ()), split)
-        ids = list(dict.fromkeys([*train_aug, *evaluated["val"], *extra]))
-        crf = set(train_aug)
-        for folder in ("labels", "aff", *(f"crf_{a}" for a in CRF_ALPHAS)):
-            (self.stage_dir / folder).mkdir(parents=True, exist_ok=True)
+        (self.stage_dir / "labels").mkdir(parents=True, exist_ok=True)
         work = functools.partial(_cam_products, stage_dir=str(self.stage_dir),
                                  voc_root=str(layout.root))
-        scored = map_items(work, [(i, splits.get(i, ()), i in crf) for i in ids],
-                           desc="CAM labels")
-        return split_metrics(self.stage, [s for s in scored if s[1] is not None])
+        scored = map_items(work, list(splits.items()), desc="CAM labels")
+        return split_metrics(self.stage, scored)
