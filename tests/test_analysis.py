@@ -352,3 +352,48 @@ def test_cli_paper_from_repo_root(tmp_path):
 def test_cli_missing_results(tmp_path, capsys):
     assert main(["--results", str(tmp_path / "nowhere")]) == 2
     assert "results not found" in capsys.readouterr().err
+
+
+def test_coverage_counts_foreground_against_the_ground_truth(tmp_path):
+    from analysis.coverage import main as coverage_main
+    from analysis.coverage import study_coverage
+
+    data, trial = tmp_path / "VOC2012", tmp_path / "artefacts" / "icam-s3-x"
+    for folder in (data / "SegmentationClass", data / "ImageSets" / "Segmentation",
+                   trial / "cam" / "labels", trial / "cam" / "cams", trial / "affinity" / "rw"):
+        folder.mkdir(parents=True)
+    (data / "ImageSets" / "Segmentation" / "val.txt").write_text("a\nb\n")
+    (trial / "config.json").write_text(json.dumps({"method": {"name": "icam"}, "seed": 3}))
+    gt_a = np.zeros((4, 5), np.uint8)
+    gt_a[0, :4] = 7          # 4 foreground pixels
+    gt_a[3, 4] = 255         # 1 void pixel
+    gt_b = np.zeros((4, 5), np.uint8)
+    gt_b[1:3, 1:3] = 2       # 4 foreground pixels; 39 non-void pixels in all, 8 foreground
+    cam_a = np.zeros((4, 5), np.uint8)
+    cam_a[:2] = 7            # 10 labelled foreground, none on void
+    cam_b = np.zeros((4, 5), np.uint8)
+    rw_a = np.full((4, 5), 7, np.uint8)  # 19 non-void foreground (the void pixel is not counted)
+    rw_b = np.full((4, 5), 2, np.uint8)  # 20
+    for name, mask in (("a", gt_a), ("b", gt_b)):
+        Image.fromarray(mask).save(data / "SegmentationClass" / f"{name}.png")
+    for folder, a, b in (("cam/labels", cam_a, cam_b), ("affinity/rw", rw_a, rw_b)):
+        Image.fromarray(a).save(trial / folder / "a.png")
+        Image.fromarray(b).save(trial / folder / "b.png")
+    heat_a = np.where(gt_a == 7, 0.9, 0.2).astype(np.float32)  # 15 bg pixels at 0.2
+    heat_b = np.where(gt_b == 2, 0.5, 0.0).astype(np.float32)  # 16 bg pixels at 0.0
+    for name, heat in (("a", heat_a), ("b", heat_b)):
+        np.savez(trial / "cam" / "cams" / f"{name}.npz", cams=heat[None], classes=np.array([1]),
+                 size=np.array([4, 5]), label=np.ones(20, np.float32))
+    row = study_coverage(tmp_path / "artefacts", data).iloc[0]
+    assert (row.method, row.seed) == ("icam", 3)
+    assert row.gt_fg == pytest.approx(100 * 8 / 39)
+    assert row.cam_fg == pytest.approx(100 * 10 / 39)
+    assert row.affinity_fg == pytest.approx(100 * 39 / 39)
+    assert math.isnan(row.final_fg)  # no final predictions stored
+    assert row.cam_on_bg == pytest.approx(15 * 0.2 / 31)
+    assert row.cam_on_fg == pytest.approx((4 * 0.9 + 4 * 0.5) / 8)
+    assert coverage_main(["--artefacts", str(tmp_path / "artefacts"), "--data-root", str(data),
+                          "--out", str(tmp_path / "c.csv")]) == 0
+    assert pd.read_csv(tmp_path / "c.csv").shape == (1, 9)
+    assert coverage_main(["--artefacts", str(tmp_path / "VOC2012"), "--data-root",
+                          str(data)]) == 1
