@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 
 from analysis import figures, paper, tables  # noqa: E402
+from analysis.findings import findings, findings_markdown  # noqa: E402
 from analysis.output import save_figure, write_text  # noqa: E402
 from analysis.qualitative import DEFAULT_PATHS, ArtefactPaths, qualitative_figure  # noqa: E402
 from analysis.stats import select  # noqa: E402
@@ -189,8 +190,20 @@ def make_all(results: str, out: str = DEFAULT_OUT, compare: str | None = None,
             summary.written += tables.write_table(table, out)
             summary.notes.append(f"study {key} has no table or figure in the paper; wrote its "
                                  "summary table")
+    _findings(summary, frame, out)
     _qualitative(summary, trial_dir, data_root, ids)
     return summary
+
+
+def _findings(summary: Summary, frame: pd.DataFrame, out: str) -> None:
+    """findings.md: whether the paper's four main findings hold, when one can be measured."""
+    items = findings(frame)
+    if all(item.holds is None for item in items):
+        summary.skipped.append("findings: no study of the paper's findings stored")
+        return
+    text = findings_markdown(items)
+    summary.written.append(write_text(os.path.join(out, "findings.md"), text))
+    summary.tables.append(text)
 
 
 def _read(path: str) -> str:

@@ -306,8 +306,10 @@ def test_make_all_on_a_storage(tmp_path):
     with pytest.warns(TrialSkipped, match="bad"):
         summary = make_all(str(tmp_path / "store"), str(tmp_path / "out"), compare="paper")
     names = sorted(Path(p).name for p in summary.written)
-    assert names == ["table2_num_samples.csv", "table2_num_samples.md", "table2_num_samples.tex",
-                     "trials.csv"]
+    assert names == ["findings.md", "table2_num_samples.csv", "table2_num_samples.md",
+                     "table2_num_samples.tex", "trials.csv"]
+    # Table 2's J: std 2.0 over seeds at 1 sample, sqrt(0.5) at 10, so the spread shrinks
+    assert "| 1: std 2.00; 10: std 0.71 | yes |" in (tmp_path / "out" / "findings.md").read_text()
     assert "table3_baseline: no trials of study baseline" in summary.skipped
     assert len(summary.stored.skipped) == 1
     md = (tmp_path / "out" / "table2_num_samples.md").read_text()
@@ -397,3 +399,52 @@ def test_coverage_counts_foreground_against_the_ground_truth(tmp_path):
     assert pd.read_csv(tmp_path / "c.csv").shape == (1, 9)
     assert coverage_main(["--artefacts", str(tmp_path / "VOC2012"), "--data-root",
                           str(data)]) == 1
+
+
+def test_findings_hold_or_not_as_worked_out_by_hand(tmp_path):
+    from analysis.findings import findings, findings_markdown
+
+    lines = [
+        # baseline, final val: F icam (30 + 34)/2 = 32 vs seam 26 -> +6; J 60 vs 60.5 -> -0.5
+        row("baseline", "i0", 0, "final", "val", 59, 30, 0, method="icam"),
+        row("baseline", "i1", 1, "final", "val", 61, 34, 0, method="icam"),
+        row("baseline", "s0", 0, "final", "val", 60.5, 26, 0, method="seam"),
+        row("baseline", "s1", 1, "final", "val", 60.5, 26, 0, method="seam"),
+        row("baseline", "i0", 0, "cam", "val", 1, 99, 0, method="icam"),  # another stage
+        # GMP, cam train (no final stored): FSL off J 40 vs 38 (holds), FSL on 35 vs 36 (not)
+        row("ablate_lambda", "m1", 0, "cam", "train", 40, 10, 0, lam=1.0, pooling="max",
+            fsl="False"),
+        row("ablate_lambda", "m0", 0, "cam", "train", 38, 10, 0, lam=0.0, pooling="max",
+            fsl="False"),
+        row("ablate_lambda", "n1", 0, "cam", "train", 35, 10, 0, lam=1.0, pooling="max"),
+        row("ablate_lambda", "n0", 0, "cam", "train", 36, 10, 0, lam=0.0, pooling="max"),
+        row("ablate_lambda", "n0", 0, "cam", "val", 99, 10, 0, lam=0.0, pooling="max"),
+        # GAP: F with FSL beats without at λ 0 (12 vs 11) and 0.4 (15 vs 14)
+        row("ablate_lambda", "a0", 0, "cam", "train", 30, 12, 0, lam=0.0),
+        row("ablate_lambda", "b0", 0, "cam", "train", 30, 11, 0, lam=0.0, fsl="False"),
+        row("ablate_lambda", "a4", 0, "cam", "train", 30, 15, 0, lam=0.4),
+        row("ablate_lambda", "b4", 0, "cam", "train", 30, 14, 0, lam=0.4, fsl="False"),
+        # num_samples, cam train: J 10, 14 (std 2.83) at 1 sample; 11, 12 (0.71) at 100
+        row("ablate_num_samples", "c0", 0, "cam", "train", 10, 0, 0, samples=1),
+        row("ablate_num_samples", "c1", 1, "cam", "train", 14, 0, 0, samples=1),
+        row("ablate_num_samples", "d0", 0, "cam", "train", 11, 0, 0, samples=100),
+        row("ablate_num_samples", "d1", 1, "cam", "train", 12, 0, 0, samples=100),
+    ]
+    frame = read_trials(write_csv(tmp_path / "s" / "trials.csv", lines)).frame
+    one, two, three, four = findings(frame)
+    assert one.holds is True
+    assert one.measured == "F 32.0 vs 26.0 (+6.0); J 60.0 vs 60.5 (-0.5); 2 seeds"
+    assert one.where == "baseline, final, val"
+    assert two.holds is False and two.where == "ablate_lambda, cam, train, GMP"
+    assert two.measured == "FSL off: J 40.0 vs 38.0 (+2.0); FSL on: J 35.0 vs 36.0 (-1.0)"
+    assert three.holds is True
+    assert three.measured == "λ 0: F 12.0 vs 11.0 (+1.0); λ 0.4: F 15.0 vs 14.0 (+1.0)"
+    assert four.holds is True
+    assert four.measured == f"1: std {math.sqrt(8):.2f}; 100: std {math.sqrt(0.5):.2f}"
+    text = findings_markdown([one, two, three, four])
+    assert text.count("| yes |") == 3 and text.count("| no |") == 1
+
+    icam_only = frame[(frame.study == "baseline") & (frame.method == "icam")]
+    missing = findings(icam_only)
+    assert [f.holds for f in missing] == [None] * 4
+    assert "not measured" in findings_markdown(missing)

@@ -1,0 +1,116 @@
+"""Whether the paper's four main findings hold on a set of stored trials.
+
+1. ICAM's final F beats SEAM's by at least 5 points, its J not lower by more than 1 (Table 3,
+   val); 2. with GMP, importance sampling alone (λ = 1) beats GMP alone (λ = 0) on J; 3. with
+   GAP, the FSL raises F at every λ (both Fig. 3, train); 4. the spread of J over seeds shrinks
+   from the fewest to the most sampled pixels (Table 2, train). Each uses the stage the paper
+   shows (final) or, when a study stopped earlier, its latest stored stage, and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis.stats import select
+
+F_MARGIN = 5.0  # finding 1: ICAM's F at least this much above SEAM's
+J_TOLERANCE = 1.0  # finding 1: ICAM's J at most this much below SEAM's
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: str
+    where: str  # study, stage and split the measurement used
+    measured: str  # means over seeds (and the seed count)
+    holds: bool | None  # None: the trials to measure it are not stored
+
+
+def _study(frame: pd.DataFrame, study: str, split: str):
+    """The study's rows at the final stage (or its latest stored one) and `split`."""
+    view = select(frame[frame["study"] == study], "final", split)
+    return view.frame, f"{study}, {view.stage}, {view.split}"
+
+
+def _missing(claim: str, study: str, what: str) -> Finding:
+    return Finding(claim, study, f"not stored: {what}", None)
+
+
+def _means(rows: pd.DataFrame, key: str, metric: str) -> pd.Series:
+    return rows.groupby(key)[metric].mean()
+
+
+def icam_beats_seam_on_contours(frame: pd.DataFrame) -> Finding:
+    claim = (f"ICAM's final F exceeds SEAM's by ≥ {F_MARGIN:g}, J not lower by more than "
+             f"{J_TOLERANCE:g}")
+    rows, where = _study(frame, "baseline", "val")
+    methods = set(rows["method"])
+    if not {"icam", "seam"} <= methods:
+        return _missing(claim, "baseline", "trials of both icam and seam")
+    j, f = _means(rows, "method", "J"), _means(rows, "method", "F")
+    dj, df = j["icam"] - j["seam"], f["icam"] - f["seam"]
+    seeds = rows.groupby("method")["seed"].nunique().min()
+    measured = (f"F {f['icam']:.1f} vs {f['seam']:.1f} ({df:+.1f}); J {j['icam']:.1f} vs "
+                f"{j['seam']:.1f} ({dj:+.1f}); {seeds} seeds")
+    return Finding(claim, where, measured, bool(df >= F_MARGIN and dj >= -J_TOLERANCE))
+
+
+def sampling_beats_max_pooling(frame: pd.DataFrame) -> Finding:
+    claim = "with GMP, λ = 1 (importance sampling) beats λ = 0 on J"
+    rows, where = _study(frame, "ablate_lambda", "train")
+    rows = rows[(rows["pooling"] == "max") & rows["lambda"].isin([0.0, 1.0])]
+    parts, holds = [], []
+    for fsl, group in rows.groupby("fsl", sort=True):
+        j = _means(group, "lambda", "J")
+        if {0.0, 1.0} <= set(j.index):
+            parts.append(f"FSL {'on' if fsl else 'off'}: J {j[1.0]:.1f} vs {j[0.0]:.1f} "
+                         f"({j[1.0] - j[0.0]:+.1f})")
+            holds.append(bool(j[1.0] > j[0.0]))
+    if not holds:
+        return _missing(claim, "ablate_lambda", "GMP trials at λ = 0 and 1")
+    return Finding(claim, where + ", GMP", "; ".join(parts), all(holds))
+
+
+def fsl_raises_contour_f(frame: pd.DataFrame) -> Finding:
+    claim = "with GAP, FSL on beats FSL off on F at every λ"
+    rows, where = _study(frame, "ablate_lambda", "train")
+    rows = rows[rows["pooling"] == "avg"]
+    parts, holds = [], []
+    for lam, group in rows.groupby("lambda", sort=True):
+        f = _means(group, "fsl", "F")
+        if {True, False} <= set(f.index):
+            parts.append(f"λ {lam:g}: F {f[True]:.1f} vs {f[False]:.1f} "
+                         f"({f[True] - f[False]:+.1f})")
+            holds.append(bool(f[True] > f[False]))
+    if not holds:
+        return _missing(claim, "ablate_lambda", "GAP trials with FSL on and off at one λ")
+    return Finding(claim, where + ", GAP", "; ".join(parts), all(holds))
+
+
+def spread_shrinks_with_samples(frame: pd.DataFrame) -> Finding:
+    claim = "the spread of J over seeds shrinks from the fewest to the most samples"
+    rows, where = _study(frame, "ablate_num_samples", "train")
+    std = rows.groupby("num_samples")["J"].std(ddof=1).dropna()
+    if len(std) < 2:
+        return _missing(claim, "ablate_num_samples", "two sample counts with 2+ seeds each")
+    parts = [f"{int(n)}: std {s:.2f}" for n, s in std.items()]
+    return Finding(claim, where, "; ".join(parts), bool(std.iloc[-1] < std.iloc[0]))
+
+
+CHECKS = (icam_beats_seam_on_contours, sampling_beats_max_pooling, fsl_raises_contour_f,
+          spread_shrinks_with_samples)
+
+
+def findings(frame: pd.DataFrame) -> list[Finding]:
+    """The four findings measured on `frame` (the rows of `analysis.trials.read_trials`)."""
+    return [check(frame) for check in CHECKS]
+
+
+def findings_markdown(items: list[Finding]) -> str:
+    lines = ["| Finding | Study, stage, split | Measured (means over seeds) | Holds |",
+             "|---|---|---|---|"]
+    for item in items:
+        holds = {True: "yes", False: "no", None: "not measured"}[item.holds]
+        lines.append(f"| {item.claim} | {item.where} | {item.measured} | {holds} |")
+    return "\n".join(lines) + "\n"
