@@ -41,6 +41,20 @@ def _means(rows: pd.DataFrame, key: str, metric: str) -> pd.Series:
     return rows.groupby(key)[metric].mean()
 
 
+def _paired(rows: pd.DataFrame, group: str, key: str, better, worse, metric: str,
+            label) -> tuple[list[str], list[bool]]:
+    """Per value of `group`: mean `metric` at `key` = `better` against `key` = `worse`
+    (groups lacking either are left out); the texts and whether `better` wins."""
+    parts, holds = [], []
+    for value, rows_of in rows.groupby(group, sort=True):
+        m = _means(rows_of, key, metric)
+        if {better, worse} <= set(m.index):
+            parts.append(f"{label(value)}: {metric} {m[better]:.1f} vs {m[worse]:.1f} "
+                         f"({m[better] - m[worse]:+.1f})")
+            holds.append(bool(m[better] > m[worse]))
+    return parts, holds
+
+
 def icam_beats_seam_on_contours(frame: pd.DataFrame) -> Finding:
     claim = (f"ICAM's final F exceeds SEAM's by ≥ {F_MARGIN:g}, J not lower by more than "
              f"{J_TOLERANCE:g}")
@@ -59,14 +73,9 @@ def icam_beats_seam_on_contours(frame: pd.DataFrame) -> Finding:
 def sampling_beats_max_pooling(frame: pd.DataFrame) -> Finding:
     claim = "with GMP, λ = 1 (importance sampling) beats λ = 0 on J"
     rows, where = _study(frame, "ablate_lambda", "train")
-    rows = rows[(rows["pooling"] == "max") & rows["lambda"].isin([0.0, 1.0])]
-    parts, holds = [], []
-    for fsl, group in rows.groupby("fsl", sort=True):
-        j = _means(group, "lambda", "J")
-        if {0.0, 1.0} <= set(j.index):
-            parts.append(f"FSL {'on' if fsl else 'off'}: J {j[1.0]:.1f} vs {j[0.0]:.1f} "
-                         f"({j[1.0] - j[0.0]:+.1f})")
-            holds.append(bool(j[1.0] > j[0.0]))
+    rows = rows[rows["pooling"] == "max"]
+    parts, holds = _paired(rows, "fsl", "lambda", 1.0, 0.0, "J",
+                           lambda fsl: f"FSL {'on' if fsl else 'off'}")
     if not holds:
         return _missing(claim, "ablate_lambda", "GMP trials at λ = 0 and 1")
     return Finding(claim, where + ", GMP", "; ".join(parts), all(holds))
@@ -76,13 +85,7 @@ def fsl_raises_contour_f(frame: pd.DataFrame) -> Finding:
     claim = "with GAP, FSL on beats FSL off on F at every λ"
     rows, where = _study(frame, "ablate_lambda", "train")
     rows = rows[rows["pooling"] == "avg"]
-    parts, holds = [], []
-    for lam, group in rows.groupby("lambda", sort=True):
-        f = _means(group, "fsl", "F")
-        if {True, False} <= set(f.index):
-            parts.append(f"λ {lam:g}: F {f[True]:.1f} vs {f[False]:.1f} "
-                         f"({f[True] - f[False]:+.1f})")
-            holds.append(bool(f[True] > f[False]))
+    parts, holds = _paired(rows, "lambda", "fsl", True, False, "F", lambda lam: f"λ {lam:g}")
     if not holds:
         return _missing(claim, "ablate_lambda", "GAP trials with FSL on and off at one λ")
     return Finding(claim, where + ", GAP", "; ".join(parts), all(holds))
