@@ -329,12 +329,16 @@ def start_ray(address: str | None = None) -> None:
     """Connect to `address` (a running cluster) or start a local Ray, unless connected.
 
     The console keeps Tune's progress reporter and our one-line errors: workers' output stays
-    in Ray's session logs, and Tune does not print failed trials' tracebacks (run_study puts
-    them in its StudyError, which the command line writes to its log).
+    in Ray's session logs, Tune does not print failed trials' tracebacks (run_study puts them
+    in its StudyError, which the command line writes to its log) nor warn about its frequent
+    experiment-state snapshots.
     """
     import ray
 
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # every trial checkpoints each step, so Tune's forced state snapshots come often; on a
+    # study's scale they are cheap and its warning about them is noise
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
 
