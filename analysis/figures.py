@@ -37,6 +37,10 @@ def _title(figure: Figure, title: str, note: str = "") -> None:
     figure.suptitle(title + (f"\n({note})" if note else ""), fontsize=10)
 
 
+FSL_ORDER = ("with FSL", "without FSL", "FSL unknown")
+"""The FSL line styles in this order (solid first) in every panel, whatever order rows come in."""
+
+
 def long_form(frame: pd.DataFrame, x: str, metrics=METRICS) -> pd.DataFrame:
     """One row per trial and metric: x, `metric` (J, F, J&F), `value`, `FSL` and `pooling`."""
     frame = frame.assign(FSL=["with FSL" if v is True else "without FSL" if v is False
@@ -107,8 +111,10 @@ def _lines(ax, long: pd.DataFrame, x: str, empty: str, style: str | None = None)
         ax.set_xlim(*GRIDS[x])
         ax.set_yticks([])
     else:
-        sns.lineplot(data=long, x=x, y="value", hue="metric", style=style, ax=ax,
-                     errorbar="sd", marker="o", palette=COLOURS, sort=True)
+        order = [v for v in FSL_ORDER if v in set(long[style])] if style == "FSL" else None
+        sns.lineplot(data=long, x=x, y="value", hue="metric", style=style, style_order=order,
+                     ax=ax, errorbar="sd", marker="o", palette=COLOURS, sort=True)
+        ax.legend(fontsize=7, ncol=2, loc="best")
     ax.set_xlabel(PARAMETERS[x])
     ax.set_ylabel("%")
 

@@ -198,6 +198,22 @@ def test_fig3_lines_points_and_bands():
                                 (50.5, 55.5, 60.5)])
 
 
+def test_fig3_gives_fsl_the_same_line_style_in_both_panels():
+    frame = _lambda_frame()
+    # rows without FSL first for GMP, with FSL first for GAP: styles must not follow row order
+    frame = pd.concat([frame[(frame["pooling"] == "max") & ~frame["fsl"].astype(bool)],
+                       frame[(frame["pooling"] == "max") & frame["fsl"].astype(bool)],
+                       frame[frame["pooling"] == "avg"].sort_values("fsl", ascending=False)])
+    figure = figures.fig3_from_trials(frame)
+    for ax in figure.axes:
+        styles = {label: handle.get_linestyle()
+                  for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+        assert styles["with FSL"] == "-" and styles["without FSL"] != "-"
+        for line in _data_lines(ax):  # J with FSL ends at 62.5, F with FSL at 42.5
+            with_fsl = line.get_ydata()[-1] in (62.5, 42.5)
+            assert (line.get_linestyle() == "-") == with_fsl
+
+
 def test_fig4_three_lines_and_fig1_points():
     frame = _lambda_frame()
     frame = frame[(frame["pooling"] == "avg") & frame["fsl"]].assign(mu=frame["lambda"] * 4)
