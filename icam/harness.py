@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from icam.atomic import atomic_write
 from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
 from icam.stages.common import read_done, read_json, trial_key, write_json
@@ -162,14 +163,8 @@ def collect_trials(study: str, artefacts: str | os.PathLike) -> pd.DataFrame:
 def write_trials_csv(study: str, paths: StudyPaths) -> pd.DataFrame:
     df = collect_trials(study, paths.artefacts)
     target = paths.local / "trials.csv"
-    fd, tmp = tempfile.mkstemp(prefix=".trials.csv.", dir=paths.local)
-    os.close(fd)
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target, "w", newline="") as f:
+        df.to_csv(f, index=False)
     if paths.csv_uri:
         _upload(target, paths.csv_uri)
     return df

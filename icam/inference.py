@@ -10,7 +10,6 @@ evaluated labels), the random walk as (1 - max)^α with α = 6.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icam.atomic import atomic_write
 from icam.data import transforms as T
 from icam.losses import cam_probabilities, max_norm
 
@@ -103,15 +103,9 @@ def save_cam(path: str | os.PathLike, cam: np.ndarray, label: np.ndarray) -> Non
     if cam.ndim != 3 or label.shape != (cam.shape[0],):
         raise ValueError(f"{path}: cam must be C×H×W and label C, got {cam.shape}, {label.shape}")
     present = np.flatnonzero(label > 0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, classes=present, cams=cam[present], label=label,
-                                size=np.array(cam.shape[1:]))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(f, classes=present, cams=cam[present], label=label,
+                            size=np.array(cam.shape[1:]))
 
 
 def load_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

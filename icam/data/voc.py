@@ -7,7 +7,6 @@ A data root is a VOC2012 folder, or a VOCdevkit folder holding one, with `JPEGIm
 import csv
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from icam import VOC_CLASSES, VOID
+from icam.atomic import atomic_write
 from icam.data import transforms as T
 
 FOREGROUND_CLASSES = VOC_CLASSES[1:]
@@ -77,14 +77,8 @@ def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     path = Path(path)
     im = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
     im.putpalette(VOC_PALETTE)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            im.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        im.save(f, format="PNG")
 
 
 def labels_from_mask(mask: np.ndarray) -> np.ndarray:
@@ -229,17 +223,11 @@ def _read_label_csv(path: Path) -> dict:
 
 
 def _write_label_csv(path: Path, rows: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(_CSV_HEADER)
-            for image_id, (key, label) in sorted(rows.items()):
-                writer.writerow([image_id, *key, *label.astype(int).tolist()])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(_CSV_HEADER)
+        for image_id, (key, label) in sorted(rows.items()):
+            writer.writerow([image_id, *key, *label.astype(int).tolist()])
 
 
 class _VOCDataset(Dataset):

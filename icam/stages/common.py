@@ -12,15 +12,12 @@ from (seed, stage, e), and each item's augmentation from (seed, epoch, index).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import random
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from ray import tune
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from icam.atomic import atomic_path, atomic_write
 from icam.config import PipelineConfig, TrainConfig
 
 LR_MULTIPLIERS = (1, 2, 10, 20)
@@ -89,23 +87,8 @@ def restore_rng(state: dict, generator: torch.Generator | None = None) -> None:
 # --- files -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary name beside `path`; on success it is renamed to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | os.PathLike, obj) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
 
 
