@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 FORMULATIONS = ("icam", "seam")
 POOLINGS = ("avg", "max")
-BACKBONES = ("resnet38", "tiny")
+BACKBONES = ("resnet38", "res2net101", "tiny", "tiny-r2n")
 STAGES = ("cam", "affinity", "final")
 
 

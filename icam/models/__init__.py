@@ -1,21 +1,27 @@
-"""Networks: the ResNet-38 and tiny backbones, and (in submodules) the CAM, AffinityNet and
-DeepLab-v1 heads."""
+"""Networks: the ResNet-38, Res2Net-101 and tiny backbones, and (in submodules) the CAM,
+AffinityNet and DeepLab-v1 heads."""
 
 from torch import nn
 
+from icam.models.res2net import Res2Net, res2net101_v1b_26w_4s
 from icam.models.resnet38 import ResNet38
 from icam.models.tiny import TinyBackbone
 
-BACKBONES = ("resnet38", "tiny")
+BACKBONES = ("resnet38", "res2net101", "tiny", "tiny-r2n")
 
 
 def build_backbone(name: str) -> nn.Module:
-    """A fresh backbone by name: "resnet38" (ResNet-38 A1) or "tiny" (TinyBackbone(width=16))."""
+    """A fresh backbone by name: "resnet38" (ResNet-38 A1), "res2net101" (Res2Net-101 v1b
+    26w×4s), "tiny" (TinyBackbone(width=16)), or "tiny-r2n": the same tiny network under the
+    name of the Res2Net-101 it stands in for on the cpu preset, so that a study's R2N row stays
+    its own trial and its own row of Table 5."""
     if name == "resnet38":
         return ResNet38()
-    if name == "tiny":
+    if name == "res2net101":
+        return res2net101_v1b_26w_4s()
+    if name in ("tiny", "tiny-r2n"):
         return TinyBackbone(width=16)
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
-__all__ = ["BACKBONES", "ResNet38", "TinyBackbone", "build_backbone"]
+__all__ = ["BACKBONES", "Res2Net", "ResNet38", "TinyBackbone", "build_backbone"]
