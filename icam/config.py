@@ -120,6 +120,7 @@ class TrainConfig:
     bf16: bool = False  # autocast to bfloat16 on CUDA
     channels_last: bool = False
     max_train_images: int | None = None  # use a prefix of the training list (quick runs)
+    extended: bool = False  # final stage: PMM's extended training (icam.extended), "et" rows
 
     def __post_init__(self) -> None:
         _check(self.backbone in BACKBONES, "backbone", self.backbone, " | ".join(BACKBONES))
@@ -145,6 +146,7 @@ class TrainConfig:
                self.weight_decay, "a number >= 0")
         _check(_is_real(self.poly_power) and self.poly_power >= 0, "poly_power",
                self.poly_power, "a number >= 0")
+        _check(isinstance(self.extended, bool), "extended", self.extended, "true | false")
         scales = self.infer_scales
         _check(isinstance(scales, tuple) and len(scales) >= 1
                and all(_is_real(s) and s > 0 for s in scales), "infer_scales", scales,
@@ -193,6 +195,9 @@ class PipelineConfig:
                "an integer >= 0")
         _check(self.preset in TRAIN_PRESETS, "preset", self.preset,
                " | ".join(TRAIN_PRESETS))
+        for stage in ("cam", "affinity"):
+            _check(not getattr(self, stage).extended, f"{stage}.extended", True,
+                   "false (extended training is the final stage's: final.extended)")
 
     def to_dict(self) -> dict:
         return asdict(self)
