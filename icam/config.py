@@ -152,6 +152,11 @@ class TrainConfig:
                and all(_is_real(s) and s > 0 for s in scales), "infer_scales", scales,
                "one or more numbers > 0")
 
+    def columns(self) -> dict:
+        """This stage's trials.csv columns: `backbone`, and `training` ("et" for extended
+        training, blank otherwise: Table 5's names)."""
+        return {"backbone": self.backbone, "training": "et" if self.extended else ""}
+
 
 _PAPER = {
     "cam": TrainConfig(),
