@@ -138,8 +138,9 @@ def test_cyclic_round_masks_restart_and_resume(tiny_root, tmp_path):
     assert sorted(p.stem for p in cp.iterdir()) == sorted(ids)
     for image_id in ids[:2]:
         assert np.array_equal(load_mask(cp / f"{image_id}.png"),
-                              _direct_cyclic_mask(round1, tiny_root, image_id, (1.0,)))
-    with np.load(resolve_weights("tiny-synthetic")) as pretrained:
+                              _direct_cyclic_mask(round1, tiny_root, image_id,
+                                                  extended_pipeline().final.infer_scales))
+    with np.load(resolve_weights("tiny-generic")) as pretrained:
         state = a.trainer.model.state_dict()
         for name in pretrained.files:
             key = name if name.startswith("backbone.") else "backbone." + name

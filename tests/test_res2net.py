@@ -118,3 +118,14 @@ def test_output_stride_8_with_dilated_layers():
         for block in layer:
             assert all(c.dilation == (dilation, dilation) and c.stride == (1, 1)
                        for c in block.convs)
+
+
+@pytest.mark.parametrize("frozen_bn", [True, False])
+def test_batch_norm_frozen_or_trained_as_pmm(frozen_bn):
+    model = Res2Net((1, 1, 1, 1), base_width=4, frozen_bn=frozen_bn).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.training != frozen_bn for m in norms)
+    assert all(p.requires_grad != frozen_bn for m in norms for p in m.parameters())
+    before = norms[0].running_mean.clone()
+    model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(norms[0].running_mean, before) == frozen_bn

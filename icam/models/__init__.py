@@ -10,17 +10,20 @@ from icam.models.tiny import TinyBackbone
 BACKBONES = ("resnet38", "res2net101", "tiny", "tiny-r2n")
 
 
-def build_backbone(name: str) -> nn.Module:
-    """A fresh backbone by name: "resnet38" (ResNet-38 A1), "res2net101" (Res2Net-101 v1b
-    26w×4s), "tiny" (TinyBackbone(width=16)), or "tiny-r2n": the same tiny network under the
-    name of the Res2Net-101 it stands in for on the cpu preset, so that a study's R2N row stays
-    its own trial and its own row of Table 5."""
+def build_backbone(name: str, output_stride: int = 8, frozen_bn: bool = True) -> nn.Module:
+    """A fresh backbone by name: "resnet38" (ResNet-38 A1, output stride 8), "res2net101"
+    (Res2Net-101 v1b 26w×4s, output stride 8), "tiny" (TinyBackbone(width=16), output stride 4
+    or 8), or "tiny-r2n": the same tiny network under the name of the Res2Net-101 it stands in
+    for on the cpu preset, so that a study's R2N row stays its own trial and its own row of
+    Table 5. `frozen_bn` as in their constructors."""
+    if name in ("resnet38", "res2net101") and output_stride != 8:
+        raise ValueError(f"{name} has output stride 8, got output_stride={output_stride}")
     if name == "resnet38":
-        return ResNet38()
+        return ResNet38(frozen_bn=frozen_bn)
     if name == "res2net101":
-        return res2net101_v1b_26w_4s()
+        return res2net101_v1b_26w_4s(frozen_bn=frozen_bn)
     if name in ("tiny", "tiny-r2n"):
-        return TinyBackbone(width=16)
+        return TinyBackbone(width=16, output_stride=output_stride, frozen_bn=frozen_bn)
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 

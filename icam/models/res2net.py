@@ -11,8 +11,9 @@ keep stride 1 and dilate their 3x3 convs by 2 and 4, so the output stride is 8.
 Module names and shapes are those of the published ImageNet file
 `res2net101_v1b_26w_4s-0812c246.pth` (conv1.0/1/3/4/6, bn1, layer<i>.<j>.conv1/bn1/convs.<k>/
 bns.<k>/conv3/bn3/downsample.1/2), which loads with `load_pretrained(..., strict=False)`;
-its ImageNet classifier `fc` has no counterpart here and is skipped. Batch norm trains, as
-PMM's config sets (`norm_eval=False`).
+its ImageNet classifier `fc` has no counterpart here and is skipped. With `frozen_bn=False`
+batch norm trains, statistics and affine parameters, as PMM's config sets (`norm_eval=False`);
+`frozen_bn=True` keeps both at their pre-trained values, as the other backbones do.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from icam.models.resnet38 import freeze_batchnorm
 
 
 def _bn_relu(channels: int) -> list[nn.Module]:
@@ -74,16 +77,17 @@ class Res2Net(nn.Module):
 
     layers: blocks per stage (101: 3, 4, 23, 3); base_width, scale: 26w×4s.
     `forward_as_dict(x)` gives conv4 = layer2 (512 ch), conv5 = layer3 (1024 ch) and
-    conv6 = layer4 (2048 ch), all at ceil(H/8) x ceil(W/8). `stem` (the deep stem's three
-    convs) is what DeepLab freezes; `frozen_blocks` adds bn1 and layer1 (the CAM-stage
-    convention of freezing the stem and the first stage).
+    conv6 = layer4 (2048 ch), all at ceil(H/8) x ceil(W/8). `frozen_blocks` (the stem and
+    layer1) are what the CAM and AffinityNet heads freeze, like ResNet-38's conv1a and b2.
     """
 
     channels = {"conv4": 512, "conv5": 1024, "conv6": 2048}
+    stride = 8
 
     def __init__(self, layers: tuple[int, ...] = (3, 4, 23, 3), base_width: int = 26,
-                 scale: int = 4):
+                 scale: int = 4, frozen_bn: bool = True):
         super().__init__()
+        self.frozen_bn = frozen_bn
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"Res2Net: layers must be four counts >= 1, got {layers}")
         if scale < 2 or base_width < 1:
@@ -108,14 +112,17 @@ class Res2Net(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    @property
-    def stem(self) -> nn.Module:
-        return self.conv1
+        self.train()
 
     @property
     def frozen_blocks(self) -> list[nn.Module]:
         return [self.conv1, self.bn1, self.layer1]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_bn:
+            freeze_batchnorm(self)
+        return self
 
     def forward_as_dict(self, x: Tensor) -> dict[str, Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -127,6 +134,6 @@ class Res2Net(nn.Module):
         return self.forward_as_dict(x)["conv6"]
 
 
-def res2net101_v1b_26w_4s() -> Res2Net:
+def res2net101_v1b_26w_4s(frozen_bn: bool = True) -> Res2Net:
     """The variant PMM's segmentation configs use (`res2net101_v1b_26w_4s-0812c246.pth`)."""
-    return Res2Net((3, 4, 23, 3), base_width=26, scale=4)
+    return Res2Net((3, 4, 23, 3), base_width=26, scale=4, frozen_bn=frozen_bn)
