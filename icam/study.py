@@ -43,6 +43,7 @@ class Study:
     quick: the reduced grid of the embedded default (no arguments).
     variants: the parsed command line -> {name: Variant} (the preset may decide a row's
     backbone); the variant's training overrides win over --set and --weights.
+    compare: "paper" sets the study's tables beside the published numbers.
     """
 
     name: str
@@ -54,6 +55,7 @@ class Study:
     stages: tuple[str, ...] = STAGES
     extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     variants: Callable[[argparse.Namespace], dict[str, Variant]] | None = None
+    compare: str | None = None  # "paper": its tables beside the published numbers
 
 
 def parse_value(key: str, text: str):
@@ -315,7 +317,7 @@ def _execute(study, args, trials, resources, stages, after) -> int:
     from analysis.make_all import write_study_outputs
 
     out = Path(args.out) if args.out else study_dir / "analysis"
-    outputs += write_study_outputs(study_dir / "trials.csv", study.name, out)
+    outputs += write_study_outputs(study_dir / "trials.csv", study.name, out, study.compare)
     print(f"trials: {study_dir / 'trials.csv'}")
     for path in outputs:
         print(f"wrote: {path}")

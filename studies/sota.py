@@ -59,8 +59,8 @@ def parse_external(items: list[str]) -> dict[str, Path]:
 def evaluate_external(args, df: pd.DataFrame, study_dir: Path) -> list[Path]:
     """Evaluate the external folders and append their rows to trials.csv (atomically)."""
     from icam.data.voc import VOCLayout
+    from icam.evaluate import evaluate_folders
     from icam.harness import resolve_data_root
-    from icam.metrics import evaluate_folders
 
     folders = parse_external(args.external)
     if not folders:
@@ -87,6 +87,7 @@ STUDY = Study(
     grid={"variant": ["icam-early", "icam", "icam-res38-et", "icam-r2n-et"]},
     extra_arguments=add_arguments,
     variants=variants,
+    compare="paper",
 )
 
 if __name__ == "__main__":

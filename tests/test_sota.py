@@ -3,6 +3,7 @@ they land beside the published numbers."""
 
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -106,3 +107,27 @@ def test_stand_in_labels(label, published):
     from analysis.methods import published_backbone
 
     assert published_backbone(label) == published
+
+
+def test_external_predictions_become_val_rows(tmp_path):
+    from argparse import Namespace
+
+    from icam.data.synthetic import generate
+    from icam.data.voc import VOCLayout, load_mask, save_mask
+
+    root = generate(tmp_path / "voc", num_train=2, num_val=3, seed=0, size=(32, 48))
+    evaluate_external = load("sota")["evaluate_external"]
+    df = pd.DataFrame([dict(study="sota", trial_id="t", seed=0, stage="final", split="val",
+                            J=1.0, F=2.0, JF=1.5, method="icam")])
+    preds = tmp_path / "preds"
+    layout = VOCLayout(root)
+    for image_id in layout.ids("val"):  # the ground truth, its void band as background
+        mask = load_mask(layout.mask_path(image_id))
+        save_mask(preds / f"{image_id}.png", np.where(mask == 255, 0, mask))
+    args = Namespace(external=[f"GT={preds}"], data_root=str(root))
+    evaluate_external(args, df, tmp_path)
+    rows = pd.read_csv(tmp_path / "trials.csv")
+    assert len(rows) == 2
+    external = rows[rows.trial_id == "external-GT"].iloc[0]
+    # the ground truth as predictions: perfect regions and contours (void counts as background)
+    assert (external.J, external.F, external.JF, external.method) == (100.0, 100.0, 100.0, "GT")
