@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from ray import tune
 
+from icam import progress
 from icam.atomic import atomic_write
 from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
@@ -222,8 +224,44 @@ def stage_resources(resources: dict | None, stage: str) -> dict:
 
 
 def _trial_name(trial) -> str:
-    """A Tune trial's (or result's) name: the trial key of its configuration."""
+    """A Tune trial's (or result's) name: the trial key of its configuration (Tune's name for
+    a trial without one, such as the search's)."""
+    if "pipeline" not in trial.config:
+        return str(trial)
     return trial_key(PipelineConfig.from_dict(trial.config["pipeline"]))
+
+
+class TrialConsole(tune.Callback):
+    """A line per trial of `stage` as it starts, fails or ends (elapsed time, J/F), and the
+    trials' running tasks on the status line (`icam.progress`). Tune stores its callbacks with
+    the experiment, so this holds only the stage's name."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def _owner(self, trial) -> str:
+        return f"{self.stage} {_trial_name(trial)}"
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        progress.announce(self._owner(trial))
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        progress.finish(self._owner(trial), "lost its worker after {elapsed}; resuming from "
+                        "its last checkpoint", ended=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        progress.finish(self._owner(trial), "failed after {elapsed}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        metrics = progress.result_line(self.stage, result)
+        # the worker's time from its setup (Tune announces a trial once set up)
+        seconds = result["wall_time"] - result["setup_at"] if "setup_at" in result else None
+        progress.finish(self._owner(trial), "done in {elapsed}" + (
+            f"  {metrics}" if metrics else ""), seconds=seconds)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        progress.show_board()
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -251,8 +289,6 @@ def _experiment_name(stage: str, keys: list[str], existing: dict) -> str:
 def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data_root: str,
                resources: dict, max_failures: int, verbose: int) -> list[tuple[str, str]]:
     """Run `stage` for the trials that lack its DONE.json; returns its failures (`_failure`)."""
-    from ray import tune
-
     record_path = paths.local / "experiments.json"
     record = read_json(record_path) if record_path.is_file() else {}
     experiments = record.setdefault(stage, {})
@@ -295,6 +331,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=paths.tune, stop={"done": True}, verbose=verbose,
+            callbacks=[TrialConsole(stage)],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1,
                                                     checkpoint_at_end=True)))
@@ -355,6 +392,7 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
     for trial in spec.trials:
         write_json(paths.artefacts / trial_key(trial) / "config.json", trial.to_dict())
     start_ray()
+    progress.open_board()
     errors = []
     trials = list(spec.trials)
     for stage in spec.stages:

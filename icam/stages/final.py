@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from icam import NUM_CLASSES, VOID
+from icam import NUM_CLASSES, VOID, progress
 from icam.crf import dense_crf
 from icam.data.transforms import SegmentationTrain
 from icam.data.voc import (
@@ -128,10 +128,12 @@ class FinalStage(StageTrainable):
             loader = DataLoader(dataset, batch_size=None, collate_fn=keep_item,
                                 num_workers=self.cfg.num_workers)
             block = []
-            for k, (image_id, image, views, _) in enumerate(loader):
-                probs = segment(model, views, image.shape[:2], self.trainer.device)
-                block.append((image_id, (split,), probs))
-                if len(block) == BLOCK or k == len(dataset) - 1:
-                    scored += map_items(work, block, desc=f"final CRF {split}")
-                    block = []
+            with progress.task(f"prediction + CRF {split}", len(dataset)) as bar:
+                for k, (image_id, image, views, _) in enumerate(loader):
+                    probs = segment(model, views, image.shape[:2], self.trainer.device)
+                    block.append((image_id, (split,), probs))
+                    if len(block) == BLOCK or k == len(dataset) - 1:
+                        scored += map_items(work, block, progress=False)
+                        bar.update(len(block))
+                        block = []
         return split_metrics(self.stage, scored)
