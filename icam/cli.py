@@ -69,7 +69,7 @@ def run_guarded(work: Callable[[], int], storage: str | os.PathLike | None, name
     from icam.console import capture
 
     path = log or log_path(storage, name)
-    with open(path, "a", encoding="utf-8") as log:
+    with open(path, "a", encoding="utf-8", buffering=1) as log:  # line by line: kept on a crash
         with capture(log, verbose):
             try:
                 return work()

@@ -92,13 +92,13 @@ class _Tee(io.TextIOBase):
 
 
 def _stream_handlers() -> list[logging.StreamHandler]:
-    """Handlers that hold the console stream itself (Ray's own handler and Python's last
-    resort look up sys.stderr when they write, so the capture covers them already)."""
+    """The console handlers of the root logger and of Ray's loggers (Ray installs its own when
+    imported, holding the sys.stderr of that moment)."""
     loggers = [logging.getLogger()] + [
         logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
         if name.split(".")[0] == "ray"]
-    return [h for lg in loggers for h in getattr(lg, "handlers", [])
-            if type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)]
+    return [h for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
 @contextlib.contextmanager
@@ -110,16 +110,18 @@ def capture(log: TextIO, verbose: bool = False):
     _console, _log = sys.stdout, log
     stdout = _Tee(log, sys.stdout if verbose else None)
     stderr = _Tee(log, sys.stderr if verbose else None)
-    handlers = [(h, h.stream) for h in _stream_handlers()]
+    handlers = {h: h.stream for h in _stream_handlers()}
+    for handler, stream in handlers.items():
+        if stream in (sys.stdout, sys.stderr):
+            handler.setStream(stderr)
     sys.stdout, sys.stderr = stdout, stderr
-    for handler, _ in handlers:
-        handler.setStream(stderr)
     try:
         yield
     finally:
         close_status()
-        for handler, stream in handlers:
-            handler.setStream(stream)
+        for handler in _stream_handlers():  # also those made within (Ray imported here)
+            if handler.stream in (stdout, stderr):
+                handler.setStream(handlers.get(handler, saved[1]))
         sys.stdout, sys.stderr, _console, _log = saved
 
 

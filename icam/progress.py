@@ -54,13 +54,18 @@ def _ray():
     return ray if ray is not None and ray.is_initialized() else None
 
 
+_opened = None  # the driver's handle: the board lives as long as a handle does
+
+
 def open_board():
     """The driver's board, started on first use (a zero-CPU actor); None without Ray."""
+    global _opened
     ray = _ray()
     if ray is None:
         return None
     actor = ray.remote(num_cpus=0)(Board)
-    return actor.options(name=BOARD, get_if_exists=True).remote()
+    _opened = actor.options(name=BOARD, get_if_exists=True).remote()
+    return _opened
 
 
 _owner: str | None = None
@@ -195,13 +200,8 @@ def finish(owner: str, text: str, ended: bool = True, seconds: float | None = No
 
 
 def _driver_board():
-    ray = _ray()
-    if ray is None:
-        return None
-    try:
-        return ray.get_actor(BOARD)
-    except ValueError:
-        return None
+    """The board this driver opened (for its current Ray session), if any."""
+    return _opened if _ray() is not None else None
 
 
 def show_board() -> None:
