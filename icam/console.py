@@ -7,8 +7,8 @@ goes through `say` (a permanent line) and `StatusLine` (one line of progress).
 
 A `StatusLine` is drawn with tqdm's meter. On a terminal it is redrawn in place (one line);
 otherwise a progress line is printed 10 s after the last line, then after 20 s, 30 s, ... (at
-most 60 s apart), so a log shows progress in every stage longer than ten seconds without
-growing a line every few seconds through a long run.
+most 60 s apart; none while nothing moved), so a log shows progress in every stage longer than
+ten seconds without growing a line every few seconds through a long run.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ class StatusLine:
         self.terminal = is_terminal()
         self.drawn = False
         self.last_line = time.monotonic()
+        self.last_shown: tuple | None = None  # (desc, n) of the last progress line printed
         self.gap = PIPE_FIRST_S
 
     def show(self, desc: str, n: int, total: int, elapsed: float, extra: str = "",
@@ -156,10 +157,10 @@ class StatusLine:
             stream.write("\r" + _text(desc, n, total, elapsed, extra, initial, width) + "\x1b[K")
             stream.flush()
             self.drawn = True
-        elif time.monotonic() - self.last_line >= self.gap:
+        elif time.monotonic() - self.last_line >= self.gap and (desc, n) != self.last_shown:
             stream.write("  " + _text(desc, n, total, elapsed, extra, initial, None) + "\n")
             stream.flush()
-            self.last_line = time.monotonic()
+            self.last_line, self.last_shown = time.monotonic(), (desc, n)
             self.gap = min(PIPE_MAX_S, self.gap + PIPE_FIRST_S)
 
     def clear(self) -> None:

@@ -358,12 +358,13 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> str:
 
 
 def start_ray(address: str | None = None) -> None:
-    """Connect to `address` (a running cluster) or start a local Ray, unless connected.
+    """Connect to `address` (a running cluster, default $RAY_ADDRESS) or start a local Ray,
+    unless connected.
 
-    The console keeps Tune's progress reporter and our one-line errors: workers' output stays
-    in Ray's session logs, Tune does not print failed trials' tracebacks (run_study puts them
-    in its StudyError, which the command line writes to its log) nor warn about its frequent
-    experiment-state snapshots.
+    Workers' output stays in Ray's session logs (the driver's, Tune's reporter included, goes
+    to the run's log: `icam.console`), Tune does not print failed trials' tracebacks
+    (run_study puts them in its StudyError, which the command line writes to its log) nor
+    warn about its frequent experiment-state snapshots.
     """
     import ray
 
@@ -372,6 +373,10 @@ def start_ray(address: str | None = None) -> None:
     # study's scale they are cheap and its warning about them is noise
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
+        # without an address Ray would join any Ray it finds running on this machine (another
+        # user's included): start a local one unless told otherwise (RAY_ADDRESS, as `ray job
+        # submit` sets it)
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, log_to_driver=False)
 
 

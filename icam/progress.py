@@ -54,18 +54,22 @@ def _ray():
     return ray if ray is not None and ray.is_initialized() else None
 
 
-_opened = None  # the driver's handle: the board lives as long as a handle does
+_opened: tuple | None = None  # (job id, the board): the driver holds the board's handle
+_asked = None  # the snapshot of the board asked for and not yet read
 
 
 def open_board():
-    """The driver's board, started on first use (a zero-CPU actor); None without Ray."""
-    global _opened
+    """The driver's board, started on first use in this Ray session (a zero-CPU actor); None
+    without Ray. The driver keeps its handle: the board lives as long as the driver."""
+    global _opened, _asked
     ray = _ray()
     if ray is None:
         return None
-    actor = ray.remote(num_cpus=0)(Board)
-    _opened = actor.options(name=BOARD, get_if_exists=True).remote()
-    return _opened
+    job = ray.get_runtime_context().get_job_id()
+    if _opened is None or _opened[0] != job:
+        _opened = (job, ray.remote(num_cpus=0)(Board).options(name=BOARD).remote())
+        _asked = None
+    return _opened[1]
 
 
 _owner: str | None = None
@@ -200,25 +204,34 @@ def finish(owner: str, text: str, ended: bool = True, seconds: float | None = No
 
 
 def _driver_board():
-    """The board this driver opened (for its current Ray session), if any."""
-    return _opened if _ray() is not None else None
+    """The board this driver opened for its current Ray session, if any."""
+    ray = _ray()
+    if ray is None or _opened is None or _opened[0] != ray.get_runtime_context().get_job_id():
+        return None
+    return _opened[1]
 
 
 def show_board() -> None:
-    """Draw the board's running tasks on the status line (at most every POLL_EVERY_S)."""
-    global _polled
+    """Draw the board's running tasks on the status line. Never waits: reads the snapshot
+    asked for at the last call (at most every POLL_EVERY_S) and asks for the next one."""
+    global _polled, _asked, _opened
     now = time.monotonic()
-    if now - _polled < POLL_EVERY_S:
+    board = _driver_board()
+    if board is None or now - _polled < POLL_EVERY_S:
         return
     _polled = now
-    board = _driver_board()
-    if board is None:
-        return
     ray = _ray()
-    try:
-        tasks = ray.get(board.snapshot.remote(), timeout=5)
-    except ray.exceptions.GetTimeoutError:
+    if _asked is None:
+        _asked = board.snapshot.remote()
         return
+    if not ray.wait([_asked], timeout=0)[0]:
+        return
+    try:
+        tasks = ray.get(_asked)
+    except ray.exceptions.RayError:  # the board is gone: the study goes on without progress
+        _opened = _asked = None
+        return
+    _asked = board.snapshot.remote()
     running = sorted((owner, t) for owner, t in tasks.items()
                      if not t["finished"] and owner not in _ended)
     for owner, _ in running:

@@ -42,6 +42,10 @@ def test_status_line_in_a_pipe_comes_10_s_after_the_last_line_then_less_often(ca
         status.show("affinity t CRF labels", t - 200, 50, elapsed=t - 200)
     assert capsys.readouterr().out.splitlines() == [
         "affinity t started", "  affinity t CRF labels: 10/50 (20%) [00:10<00:40,  1.00it/s]"]
+    for t in range(212, 300):  # stalled: nothing new to say
+        clock[0] = 1000.0 + t
+        status.show("affinity t CRF labels", 10, 50, elapsed=t - 200)
+    assert capsys.readouterr().out == ""
 
 
 def test_status_line_on_a_terminal_is_one_line_redrawn(monkeypatch, clock):
@@ -112,8 +116,10 @@ def test_progress_of_a_ray_worker_reaches_the_driver(local_ray, monkeypatch):
     while not local_ray.get(board.snapshot.remote()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert local_ray.get(board.snapshot.remote())["cam t1"]["n"] == 3
-    progress._polled = 0.0
-    progress.show_board()
+    while "training" not in terminal.getvalue() and time.monotonic() < deadline:
+        progress._polled = 0.0
+        progress.show_board()  # asks for the board, shows what it answered at the last call
+        time.sleep(0.05)
     text = terminal.getvalue()
     assert text.startswith("cam      t1  started\n")  # announced by its first task
     assert "cam t1 training:  30%" in text and "3/10" in text
