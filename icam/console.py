@@ -146,6 +146,7 @@ class StatusLine:
         self.drawn = False
         self.last_line = time.monotonic()
         self.last_shown: tuple | None = None  # (desc, n) of the last progress line printed
+        self.last_text = ""  # on a terminal: the line drawn
         self.gap = PIPE_FIRST_S
 
     def show(self, desc: str, n: int, total: int, elapsed: float, extra: str = "",
@@ -154,9 +155,11 @@ class StatusLine:
         stream = out()
         if self.terminal:
             width = shutil.get_terminal_size((100, 20)).columns
-            stream.write("\r" + _text(desc, n, total, elapsed, extra, initial, width) + "\x1b[K")
-            stream.flush()
-            self.drawn = True
+            text = _text(desc, n, total, elapsed, extra, initial, width)
+            if not self.drawn or text != self.last_text:
+                stream.write("\r" + text + "\x1b[K")
+                stream.flush()
+                self.drawn, self.last_text = True, text
         elif time.monotonic() - self.last_line >= self.gap and (desc, n) != self.last_shown:
             stream.write("  " + _text(desc, n, total, elapsed, extra, initial, None) + "\n")
             stream.flush()

@@ -388,7 +388,8 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
 
     resources: {"cpu": c, "gpu": g} per trial, or {stage: {...}} per stage; g a number (0.25
     lets four trials share a GPU) or "auto" (the default). Starts a local Ray when none runs.
-    Raises StudyError (after writing trials.csv) when trials failed.
+    Raises StudyError (after writing trials.csv) when trials failed, and KeyboardInterrupt
+    when Tune was interrupted (Ctrl-C: it stops its trials and saves its state).
     """
     for stage in STAGES:
         stage_resources(resources, stage)
@@ -401,9 +402,16 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
     errors = []
     trials = list(spec.trials)
     for stage in spec.stages:
-        errors += _run_stage(stage, trials, paths, root, resources, max_failures, verbose)
-        trials = [t for t in trials
-                  if read_done(paths.artefacts / trial_key(t) / stage) is not None]
+        failed = _run_stage(stage, trials, paths, root, resources, max_failures, verbose)
+        errors += failed
+        done = [t for t in trials
+                if read_done(paths.artefacts / trial_key(t) / stage) is not None]
+        if len(trials) - len(done) > len(failed):
+            # Tune ended trials that neither finished nor failed: it was interrupted (Ctrl-C),
+            # so the study stops here rather than going on to the next stage
+            write_trials_csv(spec.name, paths)
+            raise KeyboardInterrupt(f"{stage}: {len(trials) - len(done)} trial(s) interrupted")
+        trials = done
     df = write_trials_csv(spec.name, paths)
     if errors or len(trials) < len(spec.trials):
         lost = len(spec.trials) - len(trials)

@@ -4,8 +4,9 @@ ends, and a progress bar for the long loops inside a stage, wherever the trial r
 Stages run inside Ray Tune trials, in worker processes whose output stays off the console. Each
 trial sends its progress to a small Ray actor, the board (`open_board`, one per driver), as
 (task, done, total, elapsed) at most once a second; the driver's Tune callback
-(`TrialConsole`) prints the start and end lines of the trials and shows the board's tasks on
-the console's status line (`icam.console`). Ray carries the updates, so this works on any
+(`icam.harness.TrialConsole`) prints the start and end lines of the trials (`announce`,
+`finish`) and shows the board's tasks on the console's status line (`show_board`,
+`icam.console`). Ray carries the updates, so this works on any
 cluster and with any storage; a worker that finds no board (a trial run without Ray, a
 plain function call) shows its own bar instead.
 
@@ -30,6 +31,9 @@ SEND_EVERY_S = 1.0
 
 POLL_EVERY_S = 0.5
 """The driver reads the board at most this often."""
+
+DRAW_EVERY_S = 0.1
+"""A loop of this process redraws the status line at most this often."""
 
 
 class Board:
@@ -111,11 +115,14 @@ class Task:
             self.sink = None  # a Ray task or an unattached actor: nobody to show it to
         else:
             self.sink = "console"
+        if self.sink == "board":
+            self.send()  # the task's name shows before its first item is done
 
     def update(self, k: int = 1) -> None:
         self.n += k
         now = time.monotonic()
-        if self.sink == "console":
+        if self.sink == "console" and now - self.sent >= DRAW_EVERY_S:
+            self.sent = now
             status().show(self.label(), self.n, self.total, now - self.start,
                           initial=self.initial)
         elif self.sink == "board" and now - self.sent >= SEND_EVERY_S:

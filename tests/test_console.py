@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from test_reliability import ray_env  # noqa: F401 - a fixture: a private Ray temp folder
 
 from icam import console, progress
 
@@ -101,17 +102,18 @@ def test_progress_of_a_ray_worker_reaches_the_driver(local_ray, monkeypatch):
 
     @local_ray.remote(num_cpus=0)
     class Trial:
-        def run(self, n: int, finish: bool) -> None:
+        def run(self, n: int) -> None:
+            import time
+
             from icam import progress
 
             progress.attach("cam t1")
-            bar = progress.task("training", 10)
-            bar.update(n)
-            if finish:
-                bar.close()
+            bar = progress.task("training", 10)  # sent at once: the board knows the task
+            time.sleep(progress.SEND_EVERY_S)
+            bar.update(n)  # a second later: sent too
 
     trial = Trial.remote()
-    local_ray.get(trial.run.remote(3, False))
+    local_ray.get(trial.run.remote(3))
     deadline = time.monotonic() + 20
     while not local_ray.get(board.snapshot.remote()) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -133,3 +135,33 @@ def test_result_line():
     result = {"cam/val/J": 45.06, "cam/val/F": 20.34, "cam/train/J": 50.0, "cam/train/F": 22.0}
     assert progress.result_line("cam", result) == "val J 45.1 F 20.3 (train J 50.0 F 22.0)"
     assert progress.result_line("final", result) == ""
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_run_in_one_line(tmp_path, ray_env):  # noqa: F811
+    """Ctrl-C in a stage: Tune stops its trials and saves its state; the command stops there
+    (no next stage) and says, in one line, that the finished work is kept."""
+    import os
+    import signal
+    import subprocess
+
+    from icam.data.synthetic import generate
+
+    data = generate(tmp_path / "voc", num_train=16, num_val=4, seed=0, size=(64, 80))
+    storage = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "icam.pipeline", "--data-root", str(data),
+                             "--storage", str(storage), "--cpus-per-trial", "1"],
+                            env=ray_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not any(p.stat().st_size for p in storage.glob("pipeline/tune/cam/*/result.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished work is kept; run the "
+                                                   "same command to resume (log: ")
+    assert "Traceback" not in out + err and "error:" not in out + err
+    assert "affinity" not in out  # stopped in the CAM stage
+    assert "cam      " in out and "started" in out
