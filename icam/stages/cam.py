@@ -1,8 +1,8 @@
 """Stage 1: the CAM network (SEAM's siamese network with ICAM's or SEAM's losses).
 
 Products in `<trial_dir>/cam/`: `cams/<id>.npz` (multi-scale + flip CAMs of train_aug and
-val), `labels/` (the CAM pseudo-labels of train and val, argmax without CRF as in the
-authors' evaluation) and their J/F. The CRF labels AffinityNet trains on are made from
+val), `labels/` (the CAM pseudo-labels of train and val, argmax without CRF with the
+method's background: ICAM's 1 - sum, SEAM's constant 0.26) and their J/F. The CRF labels AffinityNet trains on are made from
 `cams/` by the affinity stage, so a study that stops here does not pay for them.
 """
 
@@ -19,7 +19,7 @@ from icam import progress
 from icam.config import PipelineConfig
 from icam.data.transforms import ClassificationTrain
 from icam.data.voc import ClassificationDataset, InferenceDataset, VOCLayout, keep_item, save_mask
-from icam.inference import cam_argmax_labels, infer_cam, load_cam, save_cam
+from icam.inference import CONVENTIONS, cam_argmax_labels, infer_cam, load_cam, save_cam
 from icam.losses import FslParameters, cam_losses, siamese_view
 from icam.models.cam import CamNet
 from icam.parallel import map_items
@@ -29,11 +29,11 @@ from icam.stages.common import StageTrainable, StageTrainer, score, split_metric
 class CamModel(nn.Module):
     """CamNet, plus the learned μ and σ of the FSL for early ICAM."""
 
-    def __init__(self, pipeline: PipelineConfig):
+    def __init__(self, pipeline: PipelineConfig, backbone: nn.Module):
         super().__init__()
         method = pipeline.method
         source = "seam" if method.formulation == "seam" else "logits"
-        self.net = CamNet(pipeline.cam.backbone, num_classes=21, pcm_source=source)
+        self.net = CamNet(backbone, num_classes=21, pcm_source=source)
         self.fsl = FslParameters(method.mu, method.sigma) if method.learn_fsl else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -50,7 +50,7 @@ class CamTrainer(StageTrainer):
     stage = "cam"
 
     def build_model(self) -> nn.Module:
-        model = CamModel(self.pipeline)
+        model = CamModel(self.pipeline, self.backbone())
         self.load_weights(model.net)
         return model
 
@@ -69,11 +69,12 @@ class CamTrainer(StageTrainer):
         return torch.randn(n, 3, crop, crop, generator=g), labels
 
 
-def _cam_products(item: tuple, stage_dir: str, voc_root: str) -> tuple:
+def _cam_products(item: tuple, stage_dir: str, voc_root: str,
+                  background: float | None) -> tuple:
     """One train or val image: its evaluated CAM labels and their J/F sums."""
     image_id, splits = item
     cam, _ = load_cam(Path(stage_dir) / "cams" / f"{image_id}.npz")
-    labels = cam_argmax_labels(cam)
+    labels = cam_argmax_labels(cam, background)
     save_mask(Path(stage_dir) / "labels" / f"{image_id}.png", labels)
     return splits, score(labels, voc_root, image_id)
 
@@ -124,7 +125,8 @@ class CamStage(StageTrainable):
             for i in ids:
                 splits[i] = (*splits.get(i, ()), split)
         (self.stage_dir / "labels").mkdir(parents=True, exist_ok=True)
+        background = CONVENTIONS[self.pipeline.method.formulation]["cam_background"]
         work = functools.partial(_cam_products, stage_dir=str(self.stage_dir),
-                                 voc_root=str(layout.root))
+                                 voc_root=str(layout.root), background=background)
         scored = map_items(work, list(splits.items()), desc="CAM labels")
         return split_metrics(self.stage, scored)
