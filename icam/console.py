@@ -91,13 +91,15 @@ class _Tee(io.TextIOBase):
         return self._log.fileno()
 
 
-def _stream_handlers() -> list[logging.StreamHandler]:
-    """The console handlers of the root logger and of Ray's loggers (Ray installs its own when
-    imported, holding the sys.stderr of that moment)."""
-    loggers = [logging.getLogger()] + [
-        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
-        if name.split(".")[0] == "ray"]
-    return [h for lg in loggers for h in lg.handlers
+def _console_handlers() -> list[logging.StreamHandler]:
+    """Log handlers that write to the console: Ray's (installed when Ray is imported, holding
+    the sys.stderr of that moment) and the root logger's on standard output or error."""
+    ray = [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
+           if name.split(".")[0] == "ray"]
+    handlers = [h for lg in ray for h in lg.handlers]
+    handlers += [h for h in logging.getLogger().handlers
+                 if getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
+    return [h for h in handlers
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
@@ -110,16 +112,15 @@ def capture(log: TextIO, verbose: bool = False):
     _console, _log = sys.stdout, log
     stdout = _Tee(log, sys.stdout if verbose else None)
     stderr = _Tee(log, sys.stderr if verbose else None)
-    handlers = {h: h.stream for h in _stream_handlers()}
-    for handler, stream in handlers.items():
-        if stream in (sys.stdout, sys.stderr):
-            handler.setStream(stderr)
+    handlers = {h: h.stream for h in _console_handlers()}
+    for handler in handlers:
+        handler.setStream(stderr)
     sys.stdout, sys.stderr = stdout, stderr
     try:
         yield
     finally:
         close_status()
-        for handler in _stream_handlers():  # also those made within (Ray imported here)
+        for handler in _console_handlers():  # also those made within (Ray imported here)
             if handler.stream in (stdout, stderr):
                 handler.setStream(handlers.get(handler, saved[1]))
         sys.stdout, sys.stderr, _console, _log = saved
