@@ -180,6 +180,7 @@ def result_line(stage: str, result: dict) -> str:
 _announced: dict[str, float] = {}  # owner -> when its start line was printed
 _ended: set[str] = set()  # owners whose end line was printed (a late update is ignored)
 _polled = 0.0
+_seen: list = [None, 0.0]  # the shown task's last state and when the driver first read it
 
 
 def _say(owner: str, text: str) -> None:
@@ -246,7 +247,11 @@ def show_board() -> None:
     if not running:
         return
     owner, first = running[0]
+    # the worker's elapsed time when it sent this, plus the time since the driver got it
+    sent = (owner, first["desc"], first["n"], first["elapsed"])
+    if _seen[0] != sent:
+        _seen[:] = [sent, now]
     others = "; ".join(f"{o.split(' ', 1)[-1]} {t['desc']} {100 * t['n'] // max(1, t['total'])}%"
                        for o, t in running[1:])
-    status().show(f"{owner} {first['desc']}", first["n"], first["total"], first["elapsed"],
-                  others, initial=first["initial"])
+    status().show(f"{owner} {first['desc']}", first["n"], first["total"],
+                  first["elapsed"] + now - _seen[1], others, initial=first["initial"])
