@@ -157,8 +157,10 @@ def collect_trials(study: str, artefacts: str | os.PathLike) -> pd.DataFrame:
                        "seed": pipeline.seed, "stage": stage, "split": split}
                 row.update({m: done.get(f"{stage}/{split}/{m}") for m in METRICS})
                 row.update(pipeline.method.columns())
+                row.update(getattr(pipeline, stage).columns())
                 rows.append(row)
-    columns = list(CSV_COLUMNS) + list(PipelineConfig().method.columns())
+    defaults = PipelineConfig()
+    columns = [*CSV_COLUMNS, *defaults.method.columns(), *defaults.final.columns()]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -24,11 +24,25 @@ _BOOLEAN = {"true": True, "on": True, "1": True, "false": False, "off": False, "
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A row of a study that differs in more than method settings: a method preset and
+    training overrides per stage (Table 5's rows with extended training or another final
+    backbone); `note` is printed with the trials (e.g. what stands in for what)."""
+
+    method: str
+    train: dict[str, dict] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Study:
     """A grid of method settings over a base method preset.
 
-    grid: {field: values}; the field "method" picks method presets (baseline comparisons).
+    grid: {field: values}; the field "method" picks method presets (baseline comparisons),
+    the field "variant" picks rows of `variants`.
     quick: the reduced grid of the embedded default (no arguments).
+    variants: the parsed command line -> {name: Variant} (the preset may decide a row's
+    backbone); the variant's training overrides win over --set and --weights.
     """
 
     name: str
@@ -39,6 +53,7 @@ class Study:
     quick: dict[str, Sequence] | None = None
     stages: tuple[str, ...] = STAGES
     extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    variants: Callable[[argparse.Namespace], dict[str, Variant]] | None = None
 
 
 def parse_value(key: str, text: str):
@@ -48,7 +63,7 @@ def parse_value(key: str, text: str):
         if lowered not in _BOOLEAN:
             raise ValueError(f"grid value {key}={text!r} is invalid: allowed true | false")
         return _BOOLEAN[lowered]
-    if key in ("method", "pooling", "formulation", "rv_pooling"):
+    if key in ("method", "variant", "pooling", "formulation", "rv_pooling"):
         return text.strip()
     try:
         number = float(text)
@@ -120,23 +135,35 @@ def parse_gpu(text: str):
 
 
 def expand(study: Study, grid: dict[str, Sequence], seeds: Sequence[int], preset: str,
-           train_overrides: dict | None = None) -> list:
+           train_overrides: dict | None = None,
+           variants: dict[str, Variant] | None = None) -> list:
     """Every combination of the grid (in order) x seeds, as validated PipelineConfigs."""
     keys = list(grid)
     trials = []
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
-        base = point.pop("method", study.base)
+        variant = _variant(point.pop("variant", None), variants)
+        base = point.pop("method", variant.method if variant else study.base)
         settings = {**study.fixed, **point}
         method_config(base, **settings)  # validates before any seed is expanded
+        overrides = {s: {**(train_overrides or {}).get(s, {}),
+                         **(variant.train.get(s, {}) if variant else {})} for s in STAGES}
         for seed in seeds:
             config = pipeline_config(preset, base, seed=seed, **settings)
-            if train_overrides:
-                stages = {s: replace(getattr(config, s), **train_overrides.get(s, {}))
-                          for s in STAGES}
-                config = replace(config, **stages)
+            if any(overrides.values()):
+                config = replace(config, **{s: replace(getattr(config, s), **overrides[s])
+                                            for s in STAGES})
             trials.append(config)
     return trials
+
+
+def _variant(name: str | None, variants: dict[str, Variant] | None) -> Variant | None:
+    if name is None:
+        return None
+    if not variants or name not in variants:
+        allowed = " | ".join(variants or {}) or "none in this study"
+        raise ValueError(f"grid value variant={name!r} is invalid: allowed {allowed}")
+    return variants[name]
 
 
 QUICK_TRAIN = {
@@ -217,7 +244,8 @@ def resolve(study: Study, args: argparse.Namespace):
             raise ValueError(f"--set {stage}.{unknown[0]}: unknown setting; allowed "
                              f"{', '.join(sorted(known))}")
         train_config(args.preset, stage, **overrides.get(stage, {}))
-    trials = expand(study, grid, seeds, args.preset, overrides)
+    variants = study.variants(args) if study.variants else None
+    trials = expand(study, grid, seeds, args.preset, overrides, variants)
     if args.cpus_per_trial < 1:
         raise ValueError(f"--cpus-per-trial {args.cpus_per_trial} is invalid: an integer >= 1")
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
@@ -230,10 +258,12 @@ def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str
 
     columns = ["trial_id", "seed", "method", "lambda", "pooling", "num_samples", "fsl", "mu",
                "sigma"]
+    if study.variants:  # the final stage's network and training set the rows apart
+        columns[3:3] = ["backbone", "training"]
     rows = []
     for t in trials:
-        cols = t.method.columns()
-        rows.append([trial_key(t), str(t.seed)] + [str(cols[c]) for c in columns[2:]])
+        cols = {**t.method.columns(), **t.final.columns()}
+        rows.append([trial_key(t), str(t.seed)] + [str(cols[c]) or "-" for c in columns[2:]])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     say(f"study {study.name}: stages {', '.join(stages)}; each trial requests "
         f"{{'cpu': {resources['cpu']}, 'gpu': {resources['gpu']!r}}} per stage")
@@ -263,7 +293,12 @@ def run(study: Study, argv: Sequence[str] | None = None,
 
 def _run(study: Study, args: argparse.Namespace, after, log) -> int:
     """Validate the command line (before Ray starts), then print the dry run or execute."""
-    _, _, trials, resources = resolve(study, args)
+    grid, _, trials, resources = resolve(study, args)
+    if study.variants:
+        variants = study.variants(args)
+        for name in grid.get("variant", []):
+            if variants[name].note:
+                print(f"note: {name}: {variants[name].note}")
     stages = STAGES[:STAGES.index(args.stages) + 1]
     if study.stages != STAGES:
         stages = tuple(s for s in stages if s in study.stages)
