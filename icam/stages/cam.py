@@ -2,8 +2,9 @@
 
 Products in `<trial_dir>/cam/`: `cams/<id>.npz` (multi-scale + flip CAMs of train_aug and
 val), `labels/` (the CAM pseudo-labels of train and val, argmax without CRF with the
-method's background: ICAM's 1 - sum, SEAM's constant 0.26) and their J/F. The CRF labels AffinityNet trains on are made from
-`cams/` by the affinity stage, so a study that stops here does not pay for them.
+method's background: ICAM's 1 - sum, SEAM's constant 0.26) and their J/F. The CRF labels
+AffinityNet trains on are made from `cams/` by the affinity stage, so a study that stops
+here does not pay for them.
 """
 
 from __future__ import annotations
