@@ -58,8 +58,14 @@ def _ray():
     return ray if ray is not None and ray.is_initialized() else None
 
 
-_opened: tuple | None = None  # (job id, the board): the driver holds the board's handle
+_opened: tuple | None = None  # (session, the board): the driver holds the board's handle
 _asked = None  # the snapshot of the board asked for and not yet read
+
+
+def _session(ray) -> tuple[str, str]:
+    """This driver's Ray session: its job and node (a job id repeats after a restart)."""
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.get_node_id()
 
 
 def open_board():
@@ -69,9 +75,9 @@ def open_board():
     ray = _ray()
     if ray is None:
         return None
-    job = ray.get_runtime_context().get_job_id()
-    if _opened is None or _opened[0] != job:
-        _opened = (job, ray.remote(num_cpus=0)(Board).options(name=BOARD).remote())
+    session = _session(ray)
+    if _opened is None or _opened[0] != session:
+        _opened = (session, ray.remote(num_cpus=0)(Board).options(name=BOARD).remote())
         _asked = None
     return _opened[1]
 
@@ -214,7 +220,7 @@ def finish(owner: str, text: str, ended: bool = True, seconds: float | None = No
 def _driver_board():
     """The board this driver opened for its current Ray session, if any."""
     ray = _ray()
-    if ray is None or _opened is None or _opened[0] != ray.get_runtime_context().get_job_id():
+    if ray is None or _opened is None or _opened[0] != _session(ray):
         return None
     return _opened[1]
 

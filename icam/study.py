@@ -293,12 +293,14 @@ def run(study: Study, argv: Sequence[str] | None = None,
 
 def _run(study: Study, args: argparse.Namespace, after, log) -> int:
     """Validate the command line (before Ray starts), then print the dry run or execute."""
+    from icam.console import say
+
     grid, _, trials, resources = resolve(study, args)
     if study.variants:
         variants = study.variants(args)
         for name in grid.get("variant", []):
             if variants[name].note:
-                print(f"note: {name}: {variants[name].note}")
+                say(f"note: {name}: {variants[name].note}")
     stages = STAGES[:STAGES.index(args.stages) + 1]
     if study.stages != STAGES:
         stages = tuple(s for s in stages if s in study.stages)
