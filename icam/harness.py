@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from ray import tune
 
+from icam import progress
 from icam.atomic import atomic_write
 from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
@@ -224,8 +226,44 @@ def stage_resources(resources: dict | None, stage: str) -> dict:
 
 
 def _trial_name(trial) -> str:
-    """A Tune trial's (or result's) name: the trial key of its configuration."""
+    """A Tune trial's (or result's) name: the trial key of its configuration (Tune's name for
+    a trial without one, such as the search's)."""
+    if "pipeline" not in trial.config:
+        return str(trial)
     return trial_key(PipelineConfig.from_dict(trial.config["pipeline"]))
+
+
+class TrialConsole(tune.Callback):
+    """A line per trial of `stage` as it starts, fails or ends (elapsed time, J/F), and the
+    trials' running tasks on the status line (`icam.progress`). Tune stores its callbacks with
+    the experiment, so this holds only the stage's name."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def _owner(self, trial) -> str:
+        return f"{self.stage} {_trial_name(trial)}"
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        progress.announce(self._owner(trial))
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        progress.finish(self._owner(trial), "lost its worker after {elapsed}; resuming from "
+                        "its last checkpoint", ended=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        progress.finish(self._owner(trial), "failed after {elapsed}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        metrics = progress.result_line(self.stage, result)
+        # the worker's time from its setup (Tune announces a trial once set up)
+        seconds = result["wall_time"] - result["setup_at"] if "setup_at" in result else None
+        progress.finish(self._owner(trial), "done in {elapsed}" + (
+            f"  {metrics}" if metrics else ""), seconds=seconds)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        progress.show_board()
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -253,8 +291,6 @@ def _experiment_name(stage: str, keys: list[str], existing: dict) -> str:
 def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data_root: str,
                resources: dict, max_failures: int, verbose: int) -> list[tuple[str, str]]:
     """Run `stage` for the trials that lack its DONE.json; returns its failures (`_failure`)."""
-    from ray import tune
-
     record_path = paths.local / "experiments.json"
     record = read_json(record_path) if record_path.is_file() else {}
     experiments = record.setdefault(stage, {})
@@ -297,6 +333,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=paths.tune, stop={"done": True}, verbose=verbose,
+            callbacks=[TrialConsole(stage)],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1,
                                                     checkpoint_at_end=True)))
@@ -323,12 +360,13 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> str:
 
 
 def start_ray(address: str | None = None) -> None:
-    """Connect to `address` (a running cluster) or start a local Ray, unless connected.
+    """Connect to `address` (a running cluster, default $RAY_ADDRESS) or start a local Ray,
+    unless connected.
 
-    The console keeps Tune's progress reporter and our one-line errors: workers' output stays
-    in Ray's session logs, Tune does not print failed trials' tracebacks (run_study puts them
-    in its StudyError, which the command line writes to its log) nor warn about its frequent
-    experiment-state snapshots.
+    Workers' output stays in Ray's session logs (the driver's, Tune's reporter included, goes
+    to the run's log: `icam.console`), Tune does not print failed trials' tracebacks
+    (run_study puts them in its StudyError, which the command line writes to its log) nor
+    warn about its frequent experiment-state snapshots.
     """
     import ray
 
@@ -337,6 +375,10 @@ def start_ray(address: str | None = None) -> None:
     # study's scale they are cheap and its warning about them is noise
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
+        # without an address Ray would join any Ray it finds running on this machine (another
+        # user's included): start a local one unless told otherwise (RAY_ADDRESS, as `ray job
+        # submit` sets it)
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, log_to_driver=False)
 
 
@@ -348,7 +390,8 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
 
     resources: {"cpu": c, "gpu": g} per trial, or {stage: {...}} per stage; g a number (0.25
     lets four trials share a GPU) or "auto" (the default). Starts a local Ray when none runs.
-    Raises StudyError (after writing trials.csv) when trials failed.
+    Raises StudyError (after writing trials.csv) when trials failed, and KeyboardInterrupt
+    when Tune was interrupted (Ctrl-C: it stops its trials and saves its state).
     """
     for stage in STAGES:
         stage_resources(resources, stage)
@@ -357,12 +400,20 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
     for trial in spec.trials:
         write_json(paths.artefacts / trial_key(trial) / "config.json", trial.to_dict())
     start_ray()
+    progress.open_board()
     errors = []
     trials = list(spec.trials)
     for stage in spec.stages:
-        errors += _run_stage(stage, trials, paths, root, resources, max_failures, verbose)
-        trials = [t for t in trials
-                  if read_done(paths.artefacts / trial_key(t) / stage) is not None]
+        failed = _run_stage(stage, trials, paths, root, resources, max_failures, verbose)
+        errors += failed
+        done = [t for t in trials
+                if read_done(paths.artefacts / trial_key(t) / stage) is not None]
+        if len(trials) - len(done) > len(failed):
+            # Tune ended trials that neither finished nor failed: it was interrupted (Ctrl-C),
+            # so the study stops here rather than going on to the next stage
+            write_trials_csv(spec.name, paths)
+            raise KeyboardInterrupt(f"{stage}: {len(trials) - len(done)} trial(s) interrupted")
+        trials = done
     df = write_trials_csv(spec.name, paths)
     if errors or len(trials) < len(spec.trials):
         lost = len(spec.trials) - len(trials)

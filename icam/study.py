@@ -215,6 +215,8 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         help="print the trials and their resources; run nothing")
     parser.add_argument("--out", help="where tables and figures go (default: "
                         "<storage>/<study>/analysis)")
+    parser.add_argument("--verbose", action="store_true", help="also show Ray Tune's "
+                        "reporter and Ray's logs (always in the run's log)")
     if study.extra_arguments:
         study.extra_arguments(parser)
     return parser
@@ -253,6 +255,7 @@ def resolve(study: Study, args: argparse.Namespace):
 
 
 def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str, ...]) -> None:
+    from icam.console import say
     from icam.stages.common import trial_key
 
     columns = ["trial_id", "seed", "method", "lambda", "pooling", "num_samples", "fsl", "mu",
@@ -264,12 +267,12 @@ def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str
         cols = {**t.method.columns(), **t.final.columns()}
         rows.append([trial_key(t), str(t.seed)] + [str(cols[c]) or "-" for c in columns[2:]])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    print(f"study {study.name}: stages {', '.join(stages)}; each trial requests "
-          f"{{'cpu': {resources['cpu']}, 'gpu': {resources['gpu']!r}}} per stage")
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    say(f"study {study.name}: stages {', '.join(stages)}; each trial requests "
+        f"{{'cpu': {resources['cpu']}, 'gpu': {resources['gpu']!r}}} per stage")
+    say("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-    print(f"{len(trials)} trials")
+        say("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    say(f"{len(trials)} trials")
 
 
 def run(study: Study, argv: Sequence[str] | None = None,
@@ -283,42 +286,67 @@ def run(study: Study, argv: Sequence[str] | None = None,
         args.quick, args.seeds = True, "1"
         print(f"{study.name}: no arguments, running the embedded default (synthetic data, "
               "cpu preset, reduced grid, one seed); --help lists the options")
-    from icam.cli import run_guarded
+    from icam.cli import log_path, run_guarded
 
-    return run_guarded(lambda: _run(study, args, after), storage=args.storage, name=study.name)
+    log = log_path(args.storage, study.name)
+    return run_guarded(lambda: _run(study, args, after, log), storage=args.storage,
+                       name=study.name, verbose=args.verbose, log=log)
 
 
-def _run(study: Study, args: argparse.Namespace, after) -> int:
+def _run(study: Study, args: argparse.Namespace, after, log) -> int:
     """Validate the command line (before Ray starts), then print the dry run or execute."""
+    from icam.console import say
+
     grid, _, trials, resources = resolve(study, args)
     if study.variants:
         variants = study.variants(args)
         for name in grid.get("variant", []):
             if variants[name].note:
-                print(f"note: {name}: {variants[name].note}")
+                say(f"note: {name}: {variants[name].note}")
     stages = STAGES[:STAGES.index(args.stages) + 1]
     if study.stages != STAGES:
         stages = tuple(s for s in stages if s in study.stages)
     if args.dry_run:
         print_dry_run(study, trials, resources, stages)
         return 0
-    return _execute(study, args, trials, resources, stages, after)
+    return _execute(study, args, trials, resources, stages, after, log)
 
 
-def _execute(study, args, trials, resources, stages, after) -> int:
-    from icam.harness import StudySpec, run_study, start_ray, study_paths
+def _execute(study, args, trials, resources, stages, after, log) -> int:
+    from icam.console import say
+    from icam.harness import StudySpec, resolve_data_root, run_study, start_ray, study_paths
 
+    data_root = resolve_data_root(args.data_root)
+    paths = study_paths(args.storage, study.name, args.workdir)
+    say(f"{study.name}: {len(trials)} trial(s), stages {', '.join(stages)}; data {data_root}; "
+        f"results in {paths.local}")
     if args.address:
         start_ray(args.address)
     df = run_study(StudySpec(study.name, tuple(trials), stages), storage=args.storage,
-                   resources=resources, data_root=args.data_root, workdir=args.workdir)
-    study_dir = study_paths(args.storage, study.name, args.workdir).local
-    outputs = list(after(args, df, study_dir)) if after else []
+                   resources=resources, data_root=data_root, workdir=args.workdir)
+    outputs = list(after(args, df, paths.local)) if after else []
     from analysis.make_all import write_study_outputs
 
-    out = Path(args.out) if args.out else study_dir / "analysis"
-    outputs += write_study_outputs(study_dir / "trials.csv", study.name, out, study.compare)
-    print(f"trials: {study_dir / 'trials.csv'}")
-    for path in outputs:
-        print(f"wrote: {path}")
+    out = Path(args.out) if args.out else paths.local / "analysis"
+    outputs += write_study_outputs(paths.local / "trials.csv", study.name, out, study.compare)
+    finish_report(study.name, paths, data_root, log, outputs)
     return 0
+
+
+def finish_report(name: str, paths, data_root: str, log, outputs: list) -> None:
+    """The study's report (`icam.report`) and the last lines: the J/F table, then the paths
+    of the tables and figures, the log, the qualitative figure and the report."""
+    from icam.console import say
+    from icam.report import write_report
+
+    report = write_report(name, paths.local, data_root, paths.tune)
+    say("")
+    say(report.table.strip())
+    say("")
+    say(f"trials: {paths.local / 'trials.csv'}")
+    for path in outputs:
+        say(f"wrote: {path}")
+    say(f"log: {log}")
+    if report.figure is not None:
+        say(f"qualitative: {report.figure}")
+    say(f"report: {paths.local / 'report.md'}")

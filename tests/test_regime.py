@@ -94,3 +94,21 @@ def test_frozen_batch_norm_statistics_fit_both_datasets_alike(tmp_path):
             for layer, mean in means.items()]))
     assert max(deviation.values()) < 0.6, deviation
     assert max(deviation.values()) / min(deviation.values()) < 1.5, deviation
+
+
+
+def test_probe_separates_informative_features_and_not_noise():
+    from analysis.probe import auc, probe_aucs
+
+    assert auc(torch.tensor([0.9, 0.8, 0.1, 0.8]), torch.tensor([True, True, False, False])) \
+        == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(200, 3, generator=g) < 0.4).float()
+    informative = torch.cat([y * 2 + 0.3 * torch.randn(200, 3, generator=g),
+                             torch.randn(200, 5, generator=g)], 1)
+    noise = torch.randn(200, 8, generator=g)
+    good = probe_aucs((informative[:100], y[:100]), (informative[100:], y[100:]))
+    bad = probe_aucs((noise[:100], y[:100]), (noise[100:], y[100:]))
+    assert min(good.values()) > 0.95
+    # AUC of uninformative scores on ~40 positives and ~60 negatives: std about 0.06
+    assert all(abs(v - 0.5) < 0.25 for v in bad.values())

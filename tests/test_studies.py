@@ -1,5 +1,6 @@
 """The study scripts: the paper's grids in dry runs, bad values before Ray, a tiny real run."""
 
+import re
 import runpy
 from pathlib import Path
 
@@ -121,6 +122,18 @@ def test_a_tiny_study_runs_and_a_rerun_trains_nothing(tmp_path, capsys, local_ra
     out = capsys.readouterr().out
     csv = storage / "ablate_mu" / "trials.csv"
     assert f"trials: {csv}" in out and "wrote: " in out
+    # the console: a start and an end line per trial (with J and F), the report's paths last;
+    # Ray Tune's reporter only in the run's log
+    keys = [p.name for p in (storage / "ablate_mu" / "artefacts").iterdir()]
+    lines = out.splitlines()
+    for key in keys:
+        assert f"cam      {key}  started" in lines
+        assert any(re.fullmatch(rf"cam      {key}  done in 0:\d\d  val J \d+\.\d F \d+\.\d "
+                                r"\(train J \d+\.\d F \d+\.\d\)", line) for line in lines)
+    assert lines[-1] == f"report: {storage / 'ablate_mu' / 'report.md'}"
+    assert lines[-2] == f"qualitative: {storage / 'ablate_mu' / 'qualitative.png'}"
+    log = Path(lines[-3].removeprefix("log: "))
+    assert "Trial status" in log.read_text() and "Trial status" not in out
     df = pd.read_csv(csv)
     assert len(df) == 2 * 2  # two mu values x (train, val), CAM stage only
     assert set(df["stage"]) == {"cam"} and sorted(set(df["mu"])) == [1.0, 2.5]

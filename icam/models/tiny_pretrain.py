@@ -49,12 +49,13 @@ class CropClassifier(nn.Module):
 
 
 def _augment(crops: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-    """Flip and the CAM stage's colour jitter, then ImageNet normalisation."""
+    """Flip and a brightness, contrast and saturation jitter (no hue shift: hue carries
+    information here, as in ImageNet), then ImageNet normalisation."""
     out = []
     for crop in crops:
         if rng.random() < 0.5:
             crop = np.ascontiguousarray(crop[:, ::-1])
-        out.append(normalize(color_jitter(crop, 0.3, 0.3, 0.3, 0.1, rng)))
+        out.append(normalize(color_jitter(crop, 0.3, 0.3, 0.3, 0.0, rng)))
     return torch.stack(out)
 
 

@@ -26,6 +26,7 @@ from ray import tune
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from icam import progress
 from icam.atomic import atomic_path, atomic_write
 from icam.config import STAGES, PipelineConfig, TrainConfig
 
@@ -386,6 +387,7 @@ class StageTrainable(tune.Trainable):
         self.finished = read_done(self.stage_dir)
         if self.finished is not None:
             return
+        progress.attach(f"{self.stage} {trial_key(self.pipeline)}")
         if config.get("cpus"):
             torch.set_num_threads(max(1, int(config["cpus"])))
         cap_gpu_memory(config.get("gpu_fraction"))
@@ -404,6 +406,7 @@ class StageTrainable(tune.Trainable):
         self.trainer = self.trainer_cls(self.pipeline, max_iterations)
         self._batches = None
         self._batches_epoch = -1
+        self._training = None  # the training loop's progress (icam.progress.Task)
 
     def training_set(self) -> Dataset:
         """`train_dataset()`, cut to its first `max_train_images` items when that is set."""
@@ -461,11 +464,15 @@ class StageTrainable(tune.Trainable):
             return {**self.finished, "done": True}
         trainer = self.trainer
         if trainer.iteration >= trainer.max_iterations:
+            if self._training is not None:
+                self._training.close()
             metrics = self.products()
             write_json(self.stage_dir / DONE_FILE, metrics)
             self.finished = metrics
             return {**metrics, "done": True}
         count = min(self.iterations_per_step, trainer.max_iterations - trainer.iteration)
+        if self._training is None:
+            self._training = progress.task("training", trainer.max_iterations, trainer.iteration)
         sums: dict[str, list[float]] = {}
         start, images = time.perf_counter(), 0
         for _ in range(count):
@@ -473,6 +480,7 @@ class StageTrainable(tune.Trainable):
             for name, value in trainer.train_batch(batch).items():
                 sums.setdefault(name, []).append(value)
             images += self.batch_size
+            self._training.update()
         seconds = time.perf_counter() - start
         result = {("loss" if k == "total" else f"loss_{k}"): _mean(v) for k, v in sums.items()}
         result.update(images_per_s=images / seconds, epoch=self.epoch,
@@ -493,4 +501,5 @@ class StageTrainable(tune.Trainable):
         if self.finished is None and path.is_file():
             self.trainer.load_state_dict(load_state(path))
             self._batches = None
+            self._training = None
 

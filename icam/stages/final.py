@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from icam import NUM_CLASSES, VOID
+from icam import NUM_CLASSES, VOID, progress
 from icam.crf import dense_crf
 from icam.data.transforms import SegmentationTrain
 from icam.data.voc import (
@@ -209,13 +209,15 @@ class FinalStage(StageTrainable):
         loader = DataLoader(dataset, batch_size=None, collate_fn=keep_item,
                             num_workers=self.cfg.num_workers)
         scored, block = [], []
-        for k, (image_id, image, views, _) in enumerate(loader):
-            probs = segment(model, views, image.shape[:2], self.trainer.device,
-                            softmax_first=self.cfg.extended)
-            block.append((image_id, splits, probs))
-            if len(block) == BLOCK or k == len(dataset) - 1:
-                scored += map_items(work, block, desc=desc)
-                block = []
+        with progress.task(desc, len(dataset)) as bar:
+            for k, (image_id, image, views, _) in enumerate(loader):
+                probs = segment(model, views, image.shape[:2], self.trainer.device,
+                                softmax_first=self.cfg.extended)
+                block.append((image_id, splits, probs))
+                if len(block) == BLOCK or k == len(dataset) - 1:
+                    scored += map_items(work, block, progress=False)
+                    bar.update(len(block))
+                    block = []
         return scored
 
     def products(self) -> dict:
@@ -223,5 +225,5 @@ class FinalStage(StageTrainable):
         for split in ("train", "val"):
             dataset = InferenceDataset(self.data_root, split, self.cfg.infer_scales, flip=True)
             scored += self.predict(dataset, self.stage_dir / "pred", (split,),
-                                   f"final CRF {split}")
+                                   f"prediction + CRF {split}")
         return split_metrics(self.stage, scored)
