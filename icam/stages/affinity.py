@@ -1,10 +1,11 @@
 """Stage 2: AffinityNet, trained on CRF labels of the CAM stage's CAMs, then the random walk.
 
-Training labels, made first from `<trial_dir>/cam/cams/` (kept across restarts):
+Training labels, made first from `<trial_dir>/cam/cams/` (kept in storage across restarts):
 `<trial_dir>/affinity/crf_2/` and `crf_4/`, the CRF labels of train_aug with background
 alpha 2 and 4, and `aff/`, their combination (confident foreground from alpha 2, confident
-background from alpha 4, the rest ignored). Crops without the random resize, as the authors
-(`TrainConfig.resize_long` is not used here).
+background from alpha 4, the rest ignored), read by the training set from a copy in the
+node's cache. Crops without the random resize, as the authors (`TrainConfig.resize_long` is
+not used here).
 
 Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
 final stage's training labels) and val (beta 8, logt 6, background alpha 6, no CRF), and
@@ -27,6 +28,7 @@ from icam.models.affinity import AffinityNet, affinities, affinity_labels, affin
 from icam.parallel import map_items
 from icam.randomwalk import random_walk_labels
 from icam.stages.common import StageTrainable, StageTrainer, read_done, score, split_metrics
+from icam.storage import Storage
 
 RADIUS = 5
 """Pairs within this radius (in stride-8 feature pixels) train the affinities."""
@@ -60,8 +62,8 @@ class AffinityTrainer(StageTrainer):
 
 def _write_crf_labels(image_id: str, cam_dir: str, stage_dir: str, voc_root: str) -> None:
     """One train_aug image: its CRF labels at both alphas, then their combination in aff/."""
-    out = Path(stage_dir)
-    cam, label = load_cam(Path(cam_dir) / f"{image_id}.npz")
+    out = Storage.open(stage_dir)
+    cam, label = load_cam(Storage.open(cam_dir) / f"{image_id}.npz")
     image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
     crf = []
     for alpha in CRF_ALPHAS:
@@ -73,7 +75,7 @@ def _write_crf_labels(image_id: str, cam_dir: str, stage_dir: str, voc_root: str
 def _write_labels(item: tuple, stage_dir: str, voc_root: str) -> tuple:
     """One image: PNG of its random-walk labels and, for train/val images, their J/F sums."""
     image_id, splits, labels = item
-    save_mask(Path(stage_dir) / "rw" / f"{image_id}.png", labels)
+    save_mask(Storage.open(stage_dir) / "rw" / f"{image_id}.png", labels)
     return splits, (score(labels, voc_root, image_id) if splits else None)
 
 
@@ -88,16 +90,15 @@ class AffinityStage(StageTrainable):
                                     "(DONE.json) for this trial; run it first")
 
     def write_crf_labels(self) -> Path:
-        """The training labels in aff/, made for the train_aug images that lack one."""
+        """The training labels in aff/, made for the train_aug images that lack one; returns
+        a local folder holding them."""
         layout = VOCLayout(self.data_root)
-        for folder in ("aff", *(f"crf_{a}" for a in CRF_ALPHAS)):
-            (self.stage_dir / folder).mkdir(parents=True, exist_ok=True)
-        todo = [i for i in layout.ids("train_aug")
-                if not (self.stage_dir / "aff" / f"{i}.png").is_file()]
+        have = self.stage_dir.files("aff")
+        todo = [i for i in layout.ids("train_aug") if f"{i}.png" not in have]
         work = functools.partial(_write_crf_labels, cam_dir=str(self.trial_dir / "cam" / "cams"),
                                  stage_dir=str(self.stage_dir), voc_root=str(layout.root))
         map_items(work, todo, desc="CRF labels")
-        return self.stage_dir / "aff"
+        return self.stage_dir.local_folder("aff", self.cache)
 
     def train_dataset(self):
         return AffinityDataset(self.data_root, "train_aug", self.write_crf_labels(),
@@ -118,8 +119,6 @@ class AffinityStage(StageTrainable):
                 splits[i] = (*splits.get(i, ()), split)
         ids = list(dict.fromkeys([*layout.ids("train_aug"), *evaluated["val"],
                                   *evaluated["train"]]))
-        out = self.stage_dir / "rw"
-        out.mkdir(parents=True, exist_ok=True)
         model = self.trainer.model.eval()
         work = functools.partial(_write_labels, stage_dir=str(self.stage_dir),
                                  voc_root=str(layout.root))

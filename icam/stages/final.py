@@ -1,10 +1,10 @@
-"""Stage 3: DeepLab-v1 (LargeFOV) trained on the AffinityNet's random-walk labels.
+"""Stage 3: DeepLab-v1 (LargeFOV) trained on the AffinityNet's random-walk labels (read from
+a copy in the node's cache).
 
-Products in `<trial_dir>/final/`: `pred/<id>.png`, the multi-scale + flip predictions after
-the dense CRF for train and val, and their J/F. Test-time CRF as in the authors' evaluation
-script (lib/utils/DenseCRF.py): softmax unaries, Gaussian sxy 3 compat 3, bilateral sxy 32
-srgb 13 compat 10, one mean-field iteration.
-"""
+Products in `<trial_dir>/final/` (in the study's storage): `pred/<id>.png`, the multi-scale +
+flip predictions after the dense CRF for train and val, and their J/F. Test-time CRF as in the
+authors' evaluation script (lib/utils/DenseCRF.py): softmax unaries, Gaussian sxy 3 compat 3,
+bilateral sxy 32 srgb 13 compat 10, one mean-field iteration."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from icam.losses import denormalized_features, feature_similarity_loss
 from icam.models.deeplab import DeepLabV1
 from icam.parallel import map_items
 from icam.stages.common import StageTrainable, StageTrainer, read_done, score, split_metrics
+from icam.storage import Storage
 
 CRF_PARAMS = {"iterations": 1, "bilateral_sxy": 32}
 """The final stage's test-time CRF (the rest as `icam.crf.dense_crf`'s defaults)."""
@@ -94,7 +95,7 @@ def _final_products(item: tuple, stage_dir: str, voc_root: str) -> tuple:
     image_id, splits, probs = item
     image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
     pred = dense_crf(image, probs, **CRF_PARAMS).argmax(axis=0).astype(np.uint8)
-    save_mask(Path(stage_dir) / "pred" / f"{image_id}.png", pred)
+    save_mask(Storage.open(stage_dir) / "pred" / f"{image_id}.png", pred)
     return splits, score(pred, voc_root, image_id)
 
 
@@ -110,8 +111,9 @@ class FinalStage(StageTrainable):
 
     def train_dataset(self):
         transform = SegmentationTrain(crop=self.cfg.crop, scale=self.cfg.scale)
-        return SegmentationDataset(self.data_root, "train_aug", self.trial_dir / "affinity/rw",
-                                   transform, seed=self.pipeline.seed)
+        labels = self.trial_dir.local_folder("affinity/rw", self.cache)
+        return SegmentationDataset(self.data_root, "train_aug", labels, transform,
+                                   seed=self.pipeline.seed)
 
     def collate(self, items: list):
         return torch.stack([x for _, x, _ in items]), torch.stack([y for _, _, y in items])
@@ -119,7 +121,6 @@ class FinalStage(StageTrainable):
     def products(self) -> dict:
         layout = VOCLayout(self.data_root)
         model = self.trainer.model.eval()
-        (self.stage_dir / "pred").mkdir(parents=True, exist_ok=True)
         work = functools.partial(_final_products, stage_dir=str(self.stage_dir),
                                  voc_root=str(layout.root))
         scored = []
