@@ -1,5 +1,6 @@
 """Fixtures shared by test files: a local S3 server (moto) that storage tests write to."""
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -19,13 +20,13 @@ class S3Server:
     def query(self) -> str:
         return f"endpoint_override={self.endpoint}&scheme=http"
 
-    def bucket(self, name: str) -> str:
-        """Create bucket `name`; returns its URI with the endpoint in the query."""
+    def bucket(self, name: str, prefix: str = "") -> str:
+        """Create bucket `name`; returns the URI of `prefix` in it, the endpoint in its query."""
         import pyarrow.fs as pafs
 
         pafs.S3FileSystem(endpoint_override=self.endpoint, scheme="http",
                           allow_bucket_creation=True).create_dir(name)
-        return f"s3://{name}?{self.query}"
+        return f"s3://{name}/{prefix}?{self.query}" if prefix else f"s3://{name}?{self.query}"
 
 
 def _free_port() -> int:
@@ -40,6 +41,7 @@ def s3_server():
     this process and every process it starts (Ray nodes and their workers included)."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     saved = {k: os.environ.get(k) for k in S3_ENV}
     os.environ.update(S3_ENV)
     port = _free_port()

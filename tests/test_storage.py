@@ -99,3 +99,13 @@ def test_an_unwritable_local_storage_is_named(tmp_path):
     blocker.write_text("")
     with pytest.raises(ValueError, match=f"storage {blocker / 'sub'} is not writable"):
         Storage.open(blocker / "sub").make_folder()
+
+
+def test_the_storage_bench_runs_and_projects_a_trial(capsys):
+    from icam.bench.storage import CAM_FILES, PNG_FILES, main
+
+    assert CAM_FILES == 10582 + 1449  # train_aug and val
+    assert sum(PNG_FILES.values()) == (1464 + 1449) * 2 + 3 * 10582 + 10582 + 1449
+    assert main(["--images", "1", "--size", "40x48", "--trials", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "x smaller" in out and out.strip().splitlines()[-1].split()[0] == "120"
