@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,16 +94,6 @@ def trainer_classes() -> dict:
 # --- storage -----------------------------------------------------------------------------------
 
 
-def _writable_dir(path: Path, what: str) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(f"{what} {path} is not writable: {err.strerror or err}") from None
-    return path
-
-
 @dataclass(frozen=True)
 class StudyPaths:
     root: Storage  # <storage>/<study>
@@ -129,7 +118,11 @@ def study_paths(storage: str | os.PathLike, study: str,
     root = Storage.open(storage) / study
     root.make_folder()
     if workdir is not None:
-        workdir = str(_writable_dir(Path(workdir).expanduser().resolve(), "workdir"))
+        cache = Storage.open(workdir)
+        if cache.local is None:
+            raise ValueError(f"workdir {workdir}: a node's cache is a local folder, not a URI")
+        cache.make_folder("workdir")
+        workdir = str(cache.local)
     return StudyPaths(root, workdir)
 
 

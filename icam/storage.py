@@ -140,9 +140,9 @@ class Storage:
         selector = pafs.FileSelector(self.path(folder), allow_not_found=True)
         return self.filesystem.get_file_info(selector)
 
-    def make_folder(self) -> None:
+    def make_folder(self, what: str = "storage") -> None:
         """Create the folder (local disks; object stores have no folders). Raises ValueError
-        naming the folder when it cannot be written."""
+        naming `what` and the folder when it cannot be written."""
         if self.local is None:
             return
         try:
@@ -150,7 +150,7 @@ class Storage:
             with tempfile.TemporaryFile(dir=self.local):
                 pass
         except OSError as err:
-            raise ValueError(f"storage {self.local} is not writable: "
+            raise ValueError(f"{what} {self.local} is not writable: "
                              f"{err.strerror or err}") from None
 
     def local_folder(self, folder: str, cache: str | os.PathLike | None = None) -> Path:

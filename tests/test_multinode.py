@@ -3,8 +3,8 @@
 Three nodes (`ray.cluster_utils.Cluster` on this machine, the head among them), each with its
 own custom resource and its own scratch folder (its `ICAM_CACHE`), none of them the storage;
 the storage is a bucket on a local S3 server (moto), reached through pyarrow's S3 filesystem
-with an endpoint override in the storage URI's query. Each stage of the study is pinned to one node.
-The study command runs as its own driver process, as `ray submit` would run it."""
+with an endpoint override in the storage URI's query. Each stage of the study is pinned to one
+node. The study command runs as its own driver process, as `ray submit` would run it."""
 
 import io
 import json

@@ -109,3 +109,16 @@ def test_the_storage_bench_runs_and_projects_a_trial(capsys):
     assert main(["--images", "1", "--size", "40x48", "--trials", "120"]) == 0
     out = capsys.readouterr().out
     assert "x smaller" in out and out.strip().splitlines()[-1].split()[0] == "120"
+
+
+def test_the_analysis_reads_the_quantised_cam_files(tmp_path):
+    from analysis.qualitative import foreground_heat
+
+    cam = np.zeros((20, 2, 3), np.float32)
+    cam[4] = [[0.0, 0.5, 1.0], [0.2, 0.3, 0.4]]
+    cam[9] = [[0.9, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    save_cam(tmp_path / "c.npz", cam, np.eye(20, dtype=np.float32)[[4, 9]].sum(axis=0))
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as arrays:
+        heat = foreground_heat(arrays)
+    expected = np.round(np.maximum(cam[4], cam[9]) * 255) / 255  # the max over class maps
+    np.testing.assert_allclose(heat, expected, atol=1e-7)
