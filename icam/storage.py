@@ -25,6 +25,7 @@ import functools
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +33,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow.fs as pafs
 
 from icam.atomic import atomic_write
+
+FETCH_THREADS = 16
+"""Files fetched at once into a node's cache."""
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -162,10 +166,14 @@ class Storage:
         parts = urlsplit(source.base)
         target = cache_root(cache) / parts.scheme / parts.netloc / parts.path.strip("/")
         target.mkdir(parents=True, exist_ok=True)
-        have = {p.name for p in target.iterdir()}
-        for name in sorted(source.files() - have):
+        missing = sorted(source.files() - {p.name for p in target.iterdir()})
+
+        def fetch(name: str) -> None:
             with atomic_write(target / name) as f:
                 f.write(source.read_bytes(name))
+
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            list(pool.map(fetch, missing))  # an object store answers many requests at once
         return target
 
 

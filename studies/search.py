@@ -50,7 +50,8 @@ def trial_function(config: dict) -> None:
     for stage in config["stages"]:
         trainable = stage_classes()[stage](config={
             "pipeline": pipeline.to_dict(), "data_root": config["data_root"],
-            "artefacts": config["artefacts"], "cache": config["cache"], "cpus": config["cpus"]})
+            "artefacts": config["artefacts"], "cache": config.get("cache"),
+            "cpus": config["cpus"]})
         result = {"done": False}
         while not result["done"]:
             result = trainable.step()
