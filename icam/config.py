@@ -103,6 +103,8 @@ class TrainConfig:
 
     backbone: str = "resnet38"
     weights: str | None = None  # backbone weights: .params / .pth / .npz or a built-in name
+    output_stride: int = 8  # resnet38: 8; tiny: 4 or 8
+    frozen_bn: bool = True  # backbone batch norm keeps its pre-trained statistics
     crop: int = 448
     resize_long: tuple[int, int] = (448, 768)  # random long-side resize (CAM, AffinityNet)
     scale: tuple[float, float] = (0.5, 1.5)  # random scale (final stage)
@@ -112,7 +114,7 @@ class TrainConfig:
     steps_per_report: int = 500  # final stage: iterations per Tune step
     optimizer: str = "sgd"  # "sgd" (the paper's) | "adam"
     lr: float = 0.01
-    momentum: float = 0.9
+    momentum: float = 5e-4  # as run: the authors' PolyOptimizer passes 5e-4 as SGD's momentum
     weight_decay: float = 5e-4
     poly_power: float = 0.9
     num_workers: int = 0
@@ -123,6 +125,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.backbone in BACKBONES, "backbone", self.backbone, " | ".join(BACKBONES))
+        strides = (8,) if self.backbone == "resnet38" else (4, 8)
+        _check(self.output_stride in strides, "output_stride", self.output_stride,
+               f"{' | '.join(map(str, strides))} for backbone {self.backbone}")
+        _check(isinstance(self.frozen_bn, bool), "frozen_bn", self.frozen_bn, "true | false")
         for name in ("crop", "batch_size", "epochs", "steps_per_report"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
@@ -151,19 +157,18 @@ class TrainConfig:
                "one or more numbers > 0")
 
 
-_PAPER = {
-    "cam": TrainConfig(),
-    "affinity": TrainConfig(lr=0.1),
-    "final": TrainConfig(crop=448, batch_size=10, lr=0.001, iterations=20000,
-                         infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
+_PAPER = {  # the code as run (reference-facts.md, "As run"); Table 1's text in comments
+    "cam": TrainConfig(),  # Table 1: momentum 0.9
+    "affinity": TrainConfig(),  # SEAM's text: lr 0.1
+    "final": TrainConfig(crop=448, batch_size=10, lr=0.001, momentum=0.9, frozen_bn=False,
+                         iterations=20000, infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
 }
-_TINY = dict(backbone="tiny", weights="tiny-synthetic", optimizer="adam", lr=1e-4,
-             weight_decay=0.0, crop=128, batch_size=8)
-_CPU = {  # the tiny backbone pre-trained on synthetic crops (ImageNet's stand-in), Adam
-    "cam": TrainConfig(**_TINY, resize_long=(112, 160), epochs=6, infer_scales=(1.0, 1.5)),
-    "affinity": TrainConfig(**_TINY, resize_long=(112, 160), epochs=3, infer_scales=(1.0,)),
-    "final": TrainConfig(**{**_TINY, "lr": 1e-3}, iterations=300, steps_per_report=100,
-                         infer_scales=(1.0,)),
+_TINY = dict(backbone="tiny", weights="tiny-generic", output_stride=4, crop=128, batch_size=8)
+_CPU = {  # a scale model of _PAPER: only sizes differ (README, "The two presets")
+    "cam": TrainConfig(**_TINY, resize_long=(128, 192), epochs=6, infer_scales=(0.5, 1.0, 1.5)),
+    "affinity": TrainConfig(**_TINY, epochs=3, infer_scales=(1.0,)),
+    "final": replace(_PAPER["final"], **_TINY, iterations=300, steps_per_report=100,
+                     infer_scales=(0.75, 1.0, 1.25)),
 }
 TRAIN_PRESETS = {"paper": _PAPER, "cpu": _CPU}
 

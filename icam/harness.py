@@ -340,8 +340,8 @@ def start_ray(address: str | None = None) -> None:
     # every trial checkpoints each step, so Tune's forced state snapshots come often; on a
     # study's scale they are cheap and its warning about them is noise
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+    if not ray.is_initialized():  # "local": never join a cluster found on this machine
+        ray.init(address=address or "local", log_to_driver=False)
 
 
 def run_study(spec: StudySpec, storage: str | os.PathLike = "results",

@@ -3,9 +3,13 @@
 A CAM here is the float32 array of the foreground classes only, C×H×W at image size
 (C = 20 for VOC): channel c - 1 holds VOC class c, absent classes are all zero, values are in
 [0, 1]. The background is never stored; each consumer builds it from the foreground:
-`cam_labels` as (1 - max)^α (CRF labels), `cam_argmax_labels` as 1 - sum (the CAM stage's
-evaluated labels), the random walk as (1 - max)^α with α = 6. On disk a CAM is quantised to
-uint8 (`save_cam`).
+`crf_scores` as (1 - max)^α (AffinityNet's CRF labels), `cam_argmax_labels` as 1 - sum (ICAM's
+evaluated CAM labels) or SEAM's constant 0.26, the random walk as (1 - max)^α with α = 6. On
+disk a CAM is quantised to uint8 (`save_cam`).
+
+Each method keeps its own paper's conventions (reference-facts.md, "As run"): ICAM (and the
+`seam+is`, `seam+fsl` variants, which are ICAM's losses with a part switched off) as the
+authors' infer_cam.py; the `seam` baseline as SEAM's infer_SEAM.py.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ import torch
 import torch.nn.functional as F
 
 from icam.data import transforms as T
-from icam.losses import cam_probabilities, max_norm
+from icam.losses import cam_probabilities
 from icam.storage import Storage
 
 NORM_EPS = 1e-5
 """Added to each class map's maximum before dividing (the reference's epsilon)."""
+
+CONVENTIONS = {  # per formulation: background of the evaluated CAM labels, CRF label alphas
+    "icam": {"cam_background": None, "crf_alphas": (2, 4)},  # None: 1 - sum over classes
+    "seam": {"cam_background": 0.26, "crf_alphas": (4, 24)},
+}
 
 
 def multiscale_views(image: np.ndarray, scales: Sequence[float],
@@ -37,15 +46,31 @@ def multiscale_views(image: np.ndarray, scales: Sequence[float],
     return views
 
 
-def _foreground_maps(out: dict, label: torch.Tensor, formulation: str) -> torch.Tensor:
-    """B×C×h×w foreground maps of one view batch, conditioned on the image label."""
+def _foreground_maps(out: dict, label: torch.Tensor, formulation: str,
+                     view_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """B×C×H×W foreground maps of one view batch, conditioned on the image label, at `size`.
+
+    icam: one bilinear upsampling to the image; seam: SEAM's two, to the view's input size
+    (align_corners=True, inside its network) and then to the image."""
     cam, rv = cam_probabilities(out, formulation)
     present = torch.cat([label.new_ones(1), label]).view(1, -1, 1, 1)
-    if formulation == "seam":
-        return rv[:, 1:] * present[:, 1:]  # SEAM infers from the PCM output alone
-    probs = (0.5 * cam + 0.5 * rv) * present
-    probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-8)  # renormalise incl. bg
-    return probs[:, 1:]
+    if formulation == "seam":  # SEAM infers from the PCM output alone
+        maps = F.interpolate(rv[:, 1:], view_size, mode="bilinear", align_corners=True)
+        maps = maps * present[:, 1:]
+    else:
+        probs = (0.5 * cam + 0.5 * rv) * present
+        maps = (probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-8))[:, 1:]  # renormalised
+    return F.interpolate(maps, size, mode="bilinear", align_corners=False)
+
+
+def seam_min_max(cam: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
+    """SEAM's infer_SEAM.py on the C×H×W sum over views: negatives to 0, values below
+    min + eps to 0, then (x - min - eps) / (max - min + eps) per class."""
+    cam = cam.clamp_min(0)
+    lo = cam.amin(dim=(1, 2), keepdim=True)
+    hi = cam.amax(dim=(1, 2), keepdim=True)
+    cam = torch.where(cam < lo + eps, torch.zeros_like(cam), cam)
+    return (cam - lo - eps) / (hi - lo + eps)
 
 
 @torch.no_grad()
@@ -57,10 +82,11 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
 
     Each scale (and its mirror) goes through the CamNet `model` (in eval mode); per view:
     icam: 0.5·softmax(cam) + 0.5·softmax(refined) (eq. 1), absent classes zeroed and the rest
-    renormalised over the present classes and background, background dropped; seam: the PCM
-    output of SEAM's normalised CAM times the label. Maps are upsampled (bilinear) to H×W and
-    averaged over views. icam then keeps only each pixel's largest class and divides each map
-    by its maximum; seam min-max normalises each map (SEAM's infer_SEAM.py).
+    renormalised over the present classes and background, background dropped, upsampled to
+    H×W and averaged over views; then only each pixel's largest class is kept and each map is
+    divided by its maximum. seam: the PCM output of SEAM's normalised CAM, upsampled in two
+    steps, times the label, summed over views and min-max normalised (`seam_min_max`); absent
+    classes are zero.
     `views` may hold the per-scale batches of `InferenceDataset` instead of `scales`/`flip`.
     """
     if formulation not in ("icam", "seam"):
@@ -80,16 +106,16 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
         if out["logits"].shape[1] != label.numel() + 1:
             raise ValueError(f"infer_cam: model gives {out['logits'].shape[1]} channels, label "
                              f"has {label.numel()} classes (+1 background expected)")
-        maps = _foreground_maps({k: v.float() for k, v in out.items()}, label, formulation)
-        maps = F.interpolate(maps, (height, width), mode="bilinear", align_corners=False)
+        maps = _foreground_maps({k: v.float() for k, v in out.items()}, label, formulation,
+                                batch.shape[2:], (height, width))
         if maps.shape[0] == 2:
             maps[1] = maps[1].flip(-1)  # the second image of a pair is the mirror
         total = total + maps.sum(dim=0)
         count += maps.shape[0]
-    cam = total / count
     if formulation == "seam":
-        cam = max_norm(cam[None])[0]
+        cam = seam_min_max(total) * (label.view(-1, 1, 1) > 0)
     else:
+        cam = total / count
         cam = torch.where(cam == cam.amax(dim=0, keepdim=True), cam, torch.zeros_like(cam))
         cam = cam / (cam.amax(dim=(1, 2), keepdim=True) + NORM_EPS)
     return cam.cpu().numpy().astype(np.float32)
@@ -134,44 +160,23 @@ def load_cam(path: str | os.PathLike | Storage) -> tuple[np.ndarray, np.ndarray]
     return cam, label
 
 
-def _present(cam_fg: np.ndarray, label: np.ndarray | None) -> np.ndarray:
-    if label is None:
-        return np.flatnonzero(cam_fg.reshape(cam_fg.shape[0], -1).max(axis=1) > 0)
-    return np.flatnonzero(np.asarray(label) > 0)
+def crf_scores(cam_fg: np.ndarray, image: np.ndarray, alpha: float,
+               label: np.ndarray) -> np.ndarray:
+    """(1 + P)×H×W dense-CRF probabilities of the background, scored (1 - max)^α, and the P
+    present classes of `label` in class order (the authors' _crf_with_alpha)."""
+    from icam.crf import dense_crf
+
+    maps = cam_fg[np.flatnonzero(np.asarray(label) > 0)]
+    background = (1 - maps.max(axis=0, keepdims=True, initial=0)) ** alpha
+    return dense_crf(image, np.concatenate([background, maps]))
 
 
-def cam_labels(cam_fg: np.ndarray, image: np.ndarray, alpha: float, crf: bool = True,
-               label: np.ndarray | None = None) -> np.ndarray:
-    """uint8 H×W class ids (0 = background) from a CAM: background (1 - max)^α, then the dense
-    CRF on `image` (when `crf`), then the argmax over background and the present classes
-    (those of `label`, or the non-zero maps)."""
-    present = _present(cam_fg, label)
-    if present.size == 0:
-        return np.zeros(cam_fg.shape[1:], np.uint8)
-    maps = cam_fg[present]
-    scores = np.concatenate([(1 - maps.max(axis=0, keepdims=True)) ** alpha, maps])
-    if crf:
-        from icam.crf import dense_crf
-
-        scores = dense_crf(image, scores)
-    ids = np.concatenate([[0], present + 1]).astype(np.uint8)
-    return ids[scores.argmax(axis=0)]
-
-
-def cam_argmax_labels(cam_fg: np.ndarray) -> np.ndarray:
-    """The CAM stage's evaluated pseudo-labels (no CRF, the authors' eval_cam.py): background
-    1 - sum over classes, argmax with ties to the lower id (so a class needs more than 0.5)."""
-    scores = np.concatenate([1 - cam_fg.sum(axis=0, keepdims=True), cam_fg])
-    return scores.argmax(axis=0).astype(np.uint8)
-
-
-def affinity_labels(label_low: np.ndarray, label_high: np.ndarray, ignore: int = 255) -> np.ndarray:
-    """AffinityNet's training labels from the CRF labels of α = 2 (`label_low`, more background)
-    and α = 4 (`label_high`, less): foreground where α = 2 still says foreground, background
-    where α = 4 still says background, `ignore` elsewhere (the reference's AffDataset)."""
-    if label_low.shape != label_high.shape:
-        raise ValueError(f"affinity_labels: shapes differ, {label_low.shape} vs "
-                         f"{label_high.shape}")
-    out = np.where(label_low == 0, ignore, label_low).astype(np.uint8)
-    out[label_high == 0] = 0
-    return out
+def cam_argmax_labels(cam_fg: np.ndarray, background: float | None = None) -> np.ndarray:
+    """The CAM stage's evaluated pseudo-labels (no CRF), argmax with ties to the lower id.
+    Background: 1 - sum over classes (ICAM's eval_cam.py: a class needs more than 0.5), or the
+    constant `background` (SEAM's infer_SEAM.py, 0.26)."""
+    if background is None:
+        bg = 1 - cam_fg.sum(axis=0, keepdims=True)
+    else:
+        bg = np.full((1, *cam_fg.shape[1:]), background, cam_fg.dtype)
+    return np.concatenate([bg, cam_fg]).argmax(axis=0).astype(np.uint8)

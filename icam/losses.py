@@ -154,38 +154,58 @@ def spatial_weight(dy: int, dx: int, sigma):
     return torch.exp(-(dy * dy + dx * dx) / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
 
 
+def _weighted_similarity(features: torch.Tensor, mu, sigma, radius: int):
+    """(dy, dx, w·f) for each offset of `half_window`: w·f (N × H' × W') of the pixels i whose
+    partner i + (dy, dx) lies inside the map, computed one window row dy at a time."""
+    n, c, h, w = features.shape
+    ry, rx = min(radius, h - 1), min(radius, w - 1)
+    padded = F.pad(features, (rx, rx))
+    for dy in range(ry + 1):
+        dxs = list(range(1, rx + 1)) if dy == 0 else list(range(-rx, rx + 1))
+        rows_i = features[:, :, :h - dy]
+        partners = padded[:, :, dy:].unfold(3, w, 1)[:, :, :, [dx + rx for dx in dxs]]
+        f = similarity_f(dissimilarity(partners, rows_i.unsqueeze(3)), mu)
+        distance = torch.tensor(dxs, dtype=features.dtype, device=features.device) ** 2 + dy * dy
+        wf = f * (torch.exp(-distance / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)).view(
+            1, 1, -1, 1)  # eq. 10 times eq. 12
+        for k, dx in enumerate(dxs):
+            yield dy, dx, wf[:, :, k, max(0, -dx):w - max(0, dx)]
+
+
 class _WindowedFsl(torch.autograd.Function):
     """Σ over ordered pairs in the window of w·f·½||a_i - a_j||², and its gradient.
 
-    One sweep over half the offsets: for each pair the difference a_i - a_j is weighted by
-    w·f and accumulated into G_i (and -G_j); then Σ_pairs = Σ_i a_i·G_i and ∂/∂a_i = 2·G_i.
-    Memory stays linear in N·K·H·W; the (HW)² pair matrices are never built.
+    One sweep over half the offsets accumulates S_i = Σ_j w·f and A_i = Σ_j w·f·a_j over the
+    partners j of each pixel; the gradient is G_i = a_i·S_i - A_i, ∂/∂a_i = 2·G_i, and the
+    pair sum is Σ_i a_i·G_i. Memory stays linear in N·K·H·W; the (HW)² pair matrices are never
+    built.
     """
 
     @staticmethod
     def forward(ctx, probs, features, mu, sigma, radius):
         n, k, h, w = probs.shape
         need_grad = ctx.needs_input_grad
-        grad = torch.zeros_like(probs)
+        weights = probs.new_zeros((n, 1, h, w))
+        partners = torch.zeros_like(probs)
         dmu = probs.new_zeros(()) if need_grad[2] else None
         dsigma = probs.new_zeros(()) if need_grad[3] else None
         mu_v, sigma_v = mu.detach(), sigma.detach()
-        diff = torch.empty_like(probs)
-        for dy, dx in half_window(radius, h, w):
+        for dy, dx, wf in _weighted_similarity(features, mu_v, sigma_v, radius):
             si, sj = _pair_slices(dy, dx, h, w)
-            weight = spatial_weight(dy, dx, sigma_v)
-            f = similarity_f(dissimilarity(features[si], features[sj]), mu_v)
-            wf = (weight * f).unsqueeze(1)
-            d = torch.sub(probs[si], probs[sj], out=diff[si])
-            grad[si].addcmul_(d, wf)
-            grad[sj].addcmul_(d, wf, value=-1)
+            wf = wf.unsqueeze(1)
+            weights[si] += wf
+            weights[sj] += wf
+            partners[si].addcmul_(probs[sj], wf)
+            partners[sj].addcmul_(probs[si], wf)
             if dmu is not None or dsigma is not None:
-                g = 0.5 * d.square().sum(dim=1)
+                g = 0.5 * (probs[si] - probs[sj]).square().sum(dim=1)
+                f = wf[:, 0] / spatial_weight(dy, dx, sigma_v)
                 if dmu is not None:  # ∂f/∂μ = 1 - f²
-                    dmu += 2 * (weight * (1 - f * f) * g).sum()
+                    dmu += 2 * (spatial_weight(dy, dx, sigma_v) * (1 - f * f) * g).sum()
                 if dsigma is not None:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
                     rho2 = dy * dy + dx * dx
-                    dsigma += 2 * (weight * (rho2 / sigma_v ** 3 - 2 / sigma_v) * f * g).sum()
+                    dsigma += 2 * (wf[:, 0] * (rho2 / sigma_v ** 3 - 2 / sigma_v) * g).sum()
+        grad = probs * weights - partners
         total = (probs * grad).sum()
         ctx.save_for_backward(grad, dmu if dmu is not None else total,
                               dsigma if dsigma is not None else total)

@@ -1,12 +1,13 @@
 """AffinityNet's random walk: CAMs propagated by the learned affinities into label maps.
 
-The reference's infer_aff.py: the image is padded to a multiple of 8; the background is
-(1 - max over classes)^α with α = 6; the CAMs (padded with zeros) are average-pooled by 8 to
-the feature size, multiplied by T^(2^logt) with T the column-normalised affinity^β (β = 8,
-logt = 6), upsampled (bilinear) and cut back to the image, and the argmax is the label.
+The reference's infer_aff.py: the image is padded to a multiple of the output stride s (8
+for ResNet-38); the background is (1 - max over classes)^α with α = 6; the CAMs (padded with
+zeros) are average-pooled by s to the feature size, multiplied by T^(2^logt) with T the
+column-normalised affinity^β (β = 8, logt = 6), upsampled (bilinear) and cut back to the
+image, and the argmax is the label.
 
-The transition is a dense hw×hw matrix at stride 8: about 35 MB of float32 for a 500×375
-VOC image (63×47 features), fine on a GPU or a CPU.
+The transition is a dense hw×hw matrix: about 35 MB of float32 for a 500×375 VOC image at
+stride 8 (63×47 features), fine on a GPU or a CPU.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import torch.nn.functional as F
 
 from icam.data import transforms as T
 from icam.models.affinity import random_walk, random_walk_transition
-
-STRIDE = 8
 
 
 def walk_radius(height: int, width: int, radius: int = 5) -> int:
@@ -37,44 +36,45 @@ def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6) ->
 
 
 def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float = 6,
-                     logt: int = 6) -> np.ndarray:
+                     logt: int = 6, stride: int = 8) -> np.ndarray:
     """uint8 H×W class ids from a C×H×W foreground CAM and an hw×hw `transition` of the
-    image's feature map (h = ceil(H/8), w = ceil(W/8))."""
+    image's feature map (h = ceil(H/stride), w = ceil(W/stride))."""
     height, width = cam_fg.shape[1:]
-    h, w = math.ceil(height / STRIDE), math.ceil(width / STRIDE)
+    h, w = math.ceil(height / stride), math.ceil(width / stride)
     transition = transition.reshape(-1, *transition.shape[-2:])
     if transition.shape != (1, h * w, h * w):
         raise ValueError(f"propagate_labels: a {height}×{width} CAM needs a {h * w}×{h * w} "
                          f"transition (features {h}×{w}), got {tuple(transition.shape)}")
     cam = cams_with_background(cam_fg, alpha).to(transition.device, transition.dtype)
-    cam = F.pad(cam, (0, w * STRIDE - width, 0, h * STRIDE - height))
-    cam = F.avg_pool2d(cam[None], STRIDE)
+    cam = F.pad(cam, (0, w * stride - width, 0, h * stride - height))
+    cam = F.avg_pool2d(cam[None], stride)
     cam = random_walk(cam, transition, logt)
-    cam = F.interpolate(cam, (h * STRIDE, w * STRIDE), mode="bilinear", align_corners=False)
+    cam = F.interpolate(cam, (h * stride, w * stride), mode="bilinear", align_corners=False)
     return cam[0, :, :height, :width].argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()
 def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.ndarray,
                        beta: float = 8, logt: int = 6, alpha: float = 6, radius: int = 5,
-                       device: torch.device | str | None = None) -> np.ndarray:
+                       stride: int = 8, device: torch.device | str | None = None) -> np.ndarray:
     """The AffinityNet stage's label map of one image: features of the AffinityNet `model`
-    (eval mode) on the zero-padded normalised image, their transition, `propagate_labels`."""
+    (eval mode, output stride `stride`) on the zero-padded normalised image, their transition,
+    `propagate_labels`."""
     height, width = image.shape[:2]
     if cam_fg.shape[1:] != (height, width):
         raise ValueError(f"random_walk_labels: CAM size {cam_fg.shape[1:]} differs from the "
                          f"image {(height, width)}")
     if device is None:
         device = next(model.parameters()).device
-    h, w = math.ceil(height / STRIDE), math.ceil(width / STRIDE)
-    x = F.pad(T.normalize(image), (0, w * STRIDE - width, 0, h * STRIDE - height))
+    h, w = math.ceil(height / stride), math.ceil(width / stride)
+    x = F.pad(T.normalize(image), (0, w * stride - width, 0, h * stride - height))
     features = model(x[None].to(device)).float()
     if features.shape[-2:] != (h, w):
         raise ValueError(f"random_walk_labels: features {tuple(features.shape[-2:])} for a "
-                         f"{height}×{width} image, expected stride 8 ({h}×{w})")
+                         f"{height}×{width} image, expected stride {stride} ({h}×{w})")
     r = walk_radius(h, w, radius)
     if r >= 2:
         transition = random_walk_transition(features, r, beta)
     else:  # too small for any pair: the walk leaves the CAM as it is
         transition = torch.eye(h * w, device=features.device)
-    return propagate_labels(cam_fg, transition, alpha, logt)
+    return propagate_labels(cam_fg, transition, alpha, logt, stride)

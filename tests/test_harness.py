@@ -156,12 +156,10 @@ def test_three_stages_write_products_and_trials_csv(finished_study, tiny_root):
     train, val = layout.ids("train"), layout.ids("val")
     trial = storage / "e2e" / "artefacts" / trial_key(spec.trials[0])
     names = {f: sorted(p.stem for p in (trial / f).iterdir()) for f in (
-        "cam/cams", "affinity/crf_2", "affinity/crf_4", "affinity/aff", "cam/labels",
-        "affinity/rw", "final/pred")}
+        "cam/cams", "affinity/crf", "cam/labels", "affinity/rw", "final/pred")}
     assert names["cam/cams"] == names["cam/labels"] == names["affinity/rw"] == \
         names["final/pred"] == sorted(train + val)
-    assert names["affinity/crf_2"] == names["affinity/crf_4"] == names["affinity/aff"] == \
-        sorted(train)
+    assert names["affinity/crf"] == sorted(train)
 
     gt = tiny_root / "SegmentationClass"
     for stage, folder in (("cam", "cam/labels"), ("affinity", "affinity/rw"),

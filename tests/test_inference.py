@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from icam.inference import (
-    affinity_labels,
     cam_argmax_labels,
-    cam_labels,
+    crf_scores,
     infer_cam,
     load_cam,
     save_cam,
@@ -141,15 +140,18 @@ def test_multiscale_flip_inference_matches_a_direct_computation():
 
 
 def test_seam_formulation_min_max_normalises_the_refined_cam():
-    # rv foreground maps c1 = [0.2, 0.6, 1.0], c2 = [0.5, 0.5, 0.9]; SEAM: (x - min - eps)+ /
-    # (max - min + eps) per class, no argmax masking, absent classes zero.
+    # rv foreground maps c1 = [0.2, 0.6, 1.0], c2 = [0.5, 0.5, 0.9]; SEAM's infer_SEAM.py per
+    # class: values below min + eps set to 0, then (x - min - eps) / (max - min + eps), so the
+    # minimum pixels end at -(min + eps) / (max - min + eps); no argmax masking.
     rv = np.array([[[0.0, 0.0, 0.0]], [[0.2, 0.6, 1.0]], [[0.5, 0.5, 0.9]]])
     model = FixedCam(np.zeros_like(rv), rv)
     cam = infer_cam(model, tiny_image(1, 3), np.array([1.0, 1.0]), scales=[1.0], flip=False,
                     formulation="seam")
-    expected_c1 = [0.0, (0.4 - EPS) / (0.8 + EPS), (0.8 - EPS) / (0.8 + EPS)]
+    expected_c1 = [-(0.2 + EPS) / (0.8 + EPS), (0.4 - EPS) / (0.8 + EPS),
+                   (0.8 - EPS) / (0.8 + EPS)]
     np.testing.assert_allclose(cam[0, 0], expected_c1, rtol=1e-5)
-    np.testing.assert_allclose(cam[1, 0], [0.0, 0.0, (0.4 - EPS) / (0.4 + EPS)], rtol=1e-5)
+    low = -(0.5 + EPS) / (0.4 + EPS)
+    np.testing.assert_allclose(cam[1, 0], [low, low, (0.4 - EPS) / (0.4 + EPS)], rtol=1e-5)
     cam = infer_cam(model, tiny_image(1, 3), np.array([1.0, 0.0]), scales=[1.0], flip=False,
                     formulation="seam")
     np.testing.assert_array_equal(cam[1], 0)
@@ -198,36 +200,52 @@ def test_cam_files_of_float32_maps_still_load(tmp_path):
     assert (cam[[0, 1, 3]] == 0).all() and label.tolist() == [0, 0, 1, 0]
 
 
-def test_cam_labels_without_crf_use_background_power_alpha():
-    # Classes 1 and 3 present (channels 0 and 2). Pixel max: [0.9, 0.6, 0.35, 0].
-    # alpha 2: bg = [0.01, 0.16, 0.4225, 1] -> [1, 3, 0, 0]
-    # alpha 4: bg = [1e-4, 0.0256, 0.1785, 1] -> [1, 3, 1, 0] (0.35 now beats the background)
-    cam = np.zeros((3, 1, 4), np.float32)
-    cam[0, 0] = [0.9, 0.5, 0.35, 0.0]
-    cam[2, 0] = [0.0, 0.6, 0.1, 0.0]
-    label = np.array([1.0, 0.0, 1.0])
-    image = tiny_image(1, 4)
-    np.testing.assert_array_equal(cam_labels(cam, image, 2, crf=False, label=label)[0],
-                                  [1, 3, 0, 0])
-    np.testing.assert_array_equal(cam_labels(cam, image, 4, crf=False)[0], [1, 3, 1, 0])
-    assert cam_labels(cam, image, 4, crf=False).dtype == np.uint8
-    np.testing.assert_array_equal(cam_labels(cam, image, 2, crf=False, label=np.zeros(3)), 0)
+def test_seam_upsamples_to_the_view_with_corners_aligned_then_to_the_image():
+    # A 2×2 refined map on a view of half the image (4×6 of 8×12): SEAM's network upsamples
+    # it to the view (align_corners=True), infer_SEAM.py then to the image (False). Row
+    # [0, 1] on 6 columns with corners aligned is [0, .2, .4, .6, .8, 1] in every row.
+    rv = np.zeros((2, 2, 2))
+    rv[1] = [[0.0, 1.0], [0.0, 1.0]]
+    model = FixedCam(np.zeros_like(rv), rv)
+    cam = infer_cam(model, tiny_image(8, 12), np.array([1.0]), scales=[0.5], flip=False,
+                    formulation="seam")
+    view = np.tile(np.linspace(0, 1, 6), (4, 1))  # the first upsampling, by hand
+    # the second, 4×6 -> 8×12 without corners: output x samples input (x + 0.5) / 2 - 0.5
+    src = np.clip((np.arange(12) + 0.5) / 2 - 0.5, 0, 5)
+    row = np.interp(src, np.arange(6), view[0])
+    expected = np.tile(row, (8, 1))
+    lo, hi = expected.min(), expected.max()
+    expected = np.where(expected < lo + EPS, 0, expected)
+    np.testing.assert_allclose(cam[0], (expected - lo - EPS) / (hi - lo + EPS), atol=1e-5)
 
 
-def test_cam_labels_with_crf_follow_the_image():
+def test_crf_scores_put_the_background_first_scored_by_alpha():
+    # One present class (channel 2 of 3) at 0.35 on a uniform image: with alpha 2 the
+    # background (1 - 0.35)^2 = 0.42 beats it everywhere, with alpha 4 (0.18) it loses.
+    image = np.full((12, 12, 3), 120, np.uint8)
+    cam = np.zeros((3, 12, 12), np.float32)
+    cam[2] = 0.35
+    label = np.array([0.0, 0.0, 1.0])
+    low, high = (crf_scores(cam, image, alpha, label) for alpha in (2, 4))
+    assert low.shape == high.shape == (2, 12, 12)
+    np.testing.assert_allclose(low.sum(axis=0), 1, atol=1e-5)
+    assert (low.argmax(axis=0) == 0).all() and (high.argmax(axis=0) == 1).all()
+    none = crf_scores(cam, image, 2, np.zeros(3))
+    np.testing.assert_allclose(none, 1)
+
+
+def test_crf_scores_follow_the_image():
     # A CAM of class 2 that spills 3 columns (weakly) past the object's colour edge at column 8
-    # gets cut back to the edge by the CRF; without CRF the spill remains.
+    # gets cut back to the edge by the CRF.
     image = np.zeros((8, 16, 3), np.uint8)
     image[:, :8] = (220, 40, 40)
     image[:, 8:] = (40, 40, 220)
     cam = np.zeros((2, 8, 16), np.float32)
     cam[1, :, :8] = 0.9
     cam[1, :, 8:11] = 0.6
-    plain = cam_labels(cam, image, 2, crf=False)
-    assert (plain[:, :11] == 2).all() and (plain[:, 11:] == 0).all()
-    refined = cam_labels(cam, image, 2, crf=True)
-    expected = np.zeros((8, 16), np.uint8)
-    expected[:, :8] = 2
+    refined = crf_scores(cam, image, 2, np.array([0.0, 1.0])).argmax(axis=0)
+    expected = np.zeros((8, 16), np.int64)
+    expected[:, :8] = 1
     np.testing.assert_array_equal(refined, expected)
 
 
@@ -239,11 +257,9 @@ def test_cam_argmax_labels_take_background_as_one_minus_sum():
     np.testing.assert_array_equal(cam_argmax_labels(cam)[0], [1, 0, 2])
 
 
-def test_affinity_labels_combine_the_two_crf_label_sets():
-    low = np.array([[0, 1, 1, 0], [2, 2, 0, 3]], np.uint8)  # alpha 2: more background
-    high = np.array([[0, 1, 1, 1], [2, 2, 2, 0]], np.uint8)  # alpha 4: less background
-    expected = np.array([[0, 1, 1, 255], [2, 2, 255, 0]], np.uint8)
-    np.testing.assert_array_equal(affinity_labels(low, high), expected)
-    with pytest.raises(ValueError, match="shapes"):
-        affinity_labels(low, high[:, :3])
-
+def test_cam_argmax_labels_with_seams_constant_background():
+    cam = np.zeros((2, 1, 4), np.float32)
+    cam[0, 0] = [0.3, 0.2, 0.26, -0.1]
+    cam[1, 0] = [0.5, 0.0, 0.1, 0.0]
+    # bg 0.26: pixel 0 -> class 2 (0.5), 1 -> bg, 2 -> tie with class 1 (bg wins), 3 -> bg
+    np.testing.assert_array_equal(cam_argmax_labels(cam, 0.26)[0], [2, 0, 0, 0])

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from icam.config import pipeline_config
+from icam.data.affinity import load_crf_scores
 from icam.data.synthetic import generate
 from icam.data.voc import VOCLayout, load_mask, save_mask
 from icam.inference import save_cam
@@ -213,8 +214,8 @@ def tiny_root(tmp_path_factory):
                     seed=0, size=(64, 96))
 
 
-def tiny_pipeline():
-    cfg = pipeline_config("cpu", "icam", seed=1)
+def tiny_pipeline(method: str = "icam"):
+    cfg = pipeline_config("cpu", method, seed=1)
     return replace(
         cfg,
         cam=replace(cfg.cam, crop=64, resize_long=(64, 96), epochs=2, infer_scales=(1.0,)),
@@ -272,30 +273,41 @@ def test_checkpoint_restores_identical_state(cls, previous, tiny_root, tmp_path)
     assert b.trainer.optimizer.param_groups[0]["lr"] == a.trainer.optimizer.param_groups[0]["lr"]
 
 
-def test_affinity_stage_makes_its_crf_labels_from_the_cams_once(tiny_root, tmp_path):
+@pytest.mark.parametrize("method, alphas", [("icam", (2, 4)), ("seam", (4, 24))])
+def test_affinity_stage_makes_its_crf_scores_from_the_cams_once(method, alphas, tiny_root,
+                                                                 tmp_path, monkeypatch):
+    import icam.stages.affinity as affinity_stage
+
+    used = []
+    real = affinity_stage.crf_scores
+    monkeypatch.setattr(affinity_stage, "crf_scores",
+                        lambda cam, image, alpha, label: used.append(alpha) or real(
+                            cam, image, alpha, label))
     trial = tmp_path / "trial"
     _fake_previous_stage(trial, tiny_root, "cam")
-    config = {"pipeline": tiny_pipeline().to_dict(), "data_root": str(tiny_root),
+    config = {"pipeline": tiny_pipeline(method=method).to_dict(), "data_root": str(tiny_root),
               "trial_dir": str(trial)}
     AffinityStage(config=dict(config))
     layout = VOCLayout(tiny_root)
     ids = layout.ids("train_aug")
+    assert set(used) == set(alphas)  # the method's own background exponents
+    assert sorted(p.stem for p in (trial / "affinity" / "crf").iterdir()) == sorted(ids)
     agree = total = 0
-    for folder in ("crf_2", "crf_4", "aff"):
-        assert sorted(p.stem for p in (trial / "affinity" / folder).iterdir()) == sorted(ids)
     for image_id in ids:
         gt = load_mask(layout.mask_path(image_id))
         gt = np.where(gt == 255, 0, gt)  # the ground-truth CAM counts void as background
-        aff = load_mask(trial / "affinity" / "aff" / f"{image_id}.png")
-        # a CAM of 1 inside each object and 0 outside: both alphas agree with the truth,
-        # so the combined labels are the truth wherever the CRF keeps it
-        agree += int((aff == gt).sum())
-        total += gt.size
+        present = np.concatenate([[0], np.unique(gt[gt > 0])])
+        scores = load_crf_scores(trial / "affinity" / "crf" / f"{image_id}.npz")
+        low, high = np.split(scores, 2)
+        # a CAM of 1 inside each object and 0 outside: both alphas agree with the truth
+        for half in (low, high):
+            agree += int((present[half.argmax(axis=0)] == gt).sum())
+            total += gt.size
     assert agree / total > 0.95
-    stamps = {p: p.stat().st_mtime_ns for p in (trial / "affinity" / "aff").iterdir()}
-    AffinityStage(config=dict(config))  # a restarted trial keeps the labels it has
-    assert {p: p.stat().st_mtime_ns for p in (trial / "affinity" / "aff").iterdir()} == stamps
-    assert not (trial / "cam" / "aff").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in (trial / "affinity" / "crf").iterdir()}
+    AffinityStage(config=dict(config))  # a restarted trial keeps the scores it has
+    assert {p: p.stat().st_mtime_ns for p in (trial / "affinity" / "crf").iterdir()} == stamps
+    assert not (trial / "cam" / "crf").exists()
 
 
 def test_a_stage_with_done_json_reports_it_without_training(tiny_root, tmp_path):
@@ -316,7 +328,7 @@ def test_a_stage_without_its_inputs_names_them(tiny_root, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["icam", "seam"])
-def test_final_loss_adds_half_the_fsl_when_the_method_uses_it(method):
+def test_final_loss_adds_the_fsl_as_the_authors_code_when_the_method_uses_it(method):
     from icam.stages.final import FinalTrainer
     from tests.test_losses import all_pairs_fsl
 
@@ -332,7 +344,7 @@ def test_final_loss_adds_half_the_fsl_when_the_method_uses_it(method):
     if method == "seam":
         assert set(losses) == {"total", "ce"}
         return
-    # the FSL's features: the de-normalised image at the stride-8 size (bilinear, corners)
+    # the FSL's features: the de-normalised image at the output-stride size (bilinear, corners)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     small = torch.nn.functional.interpolate(images, coarse.shape[2:], mode="bilinear",
@@ -340,4 +352,5 @@ def test_final_loss_adds_half_the_fsl_when_the_method_uses_it(method):
     x = (small * std + mean).clamp(0, 1).double()
     expected = all_pairs_fsl(x, torch.softmax(coarse.double(), 1), 2.5, 5.0)
     assert float(losses["fsl"]) == pytest.approx(float(expected), rel=2e-3)
-    assert float(losses["total"] - losses["ce"]) == pytest.approx(0.5 * float(expected), rel=2e-3)
+    # train_final.py adds 0.5 · sum w f ||a_i - a_j||² / NHW; all_pairs_fsl has g = ½||.||²
+    assert float(losses["total"] - losses["ce"]) == pytest.approx(float(expected), rel=2e-3)

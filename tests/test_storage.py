@@ -102,13 +102,13 @@ def test_an_unwritable_local_storage_is_named(tmp_path):
 
 
 def test_the_storage_bench_runs_and_projects_a_trial(capsys):
-    from icam.bench.storage import CAM_FILES, PNG_FILES, main
+    from icam.bench.storage import FILES, main
 
-    assert CAM_FILES == 10582 + 1449  # train_aug and val
-    assert sum(PNG_FILES.values()) == (1464 + 1449) * 2 + 3 * 10582 + 10582 + 1449
+    # train_aug + val CAMs, train_aug CRF scores, (train + val) x 2 + train_aug + val PNGs
+    assert list(FILES.values()) == [10582 + 1449, 10582, 2913 * 2 + 12031]
     assert main(["--images", "1", "--size", "40x48", "--trials", "120"]) == 0
     out = capsys.readouterr().out
-    assert "x smaller" in out and out.strip().splitlines()[-1].split()[0] == "120"
+    assert out.count("x smaller") == 2 and out.strip().splitlines()[-1].split()[0] == "120"
 
 
 def test_the_analysis_reads_the_quantised_cam_files(tmp_path):

@@ -1,16 +1,18 @@
-"""`python -m icam.bench storage`: bytes a trial stores, naive float32 CAMs against ours.
+"""`python -m icam.bench storage`: bytes a trial stores, naive float32 arrays against ours.
 
-    python -m icam.bench storage [--images 8] [--size 375x500] [--cams DIR] [--trials 120]
+    python -m icam.bench storage [--images 8] [--size 375x500] [--trials 120]
+    python -m icam.bench storage --cams STUDY/artefacts/TRIAL/cam/cams --data-root VOC
 
 CAMs come from the CAM stage's own inference (`infer_cam`; the cpu preset's CamNet, whose
 classifier is untrained) on synthetic images at VOC's typical size, or with `--cams DIR` from
 a study's stored CAM files (a trained model's; best those written as float32, before CAMs
-were quantised). Each CAM is written both ways in the same run: naive (the float32 maps of the
-present classes, compressed .npz, as every CAM was stored before) and ours (`save_cam`: uint8
-levels). The pseudo-labels made from both are compared pixel by pixel (the CAM stage's argmax
-labels, and the background-power labels the CRF starts from at α = 2 and 4). Label PNGs are
-measured on the same images. The projection multiplies by the files one VOC 2012 trial stores,
-at VOC's typical 375 x 500 pixels (bytes scaled by the pixel count when the images differ).
+were quantised) and their images in `--data-root`. Each CAM, and the CRF scores AffinityNet
+trains on (ICAM's α = 2 and 4), is written both ways in the same run: naive (float32 arrays,
+compressed .npz, as CAMs were stored before) and ours (`save_cam`, `save_crf_scores`: uint8
+levels). The CAM stage's argmax labels made from both CAMs are compared pixel by pixel, and
+so are the CRF labels (argmax of the scores at either α). Label PNGs are measured on the same
+images. The projection multiplies by the files one VOC 2012 trial stores, at VOC's typical
+375 x 500 pixels (bytes scaled by the pixel count when the images differ).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from icam.data.voc import save_mask
-from icam.inference import cam_argmax_labels, cam_labels, load_cam, save_cam
+from icam.data.affinity import save_crf_scores
+from icam.data.voc import load_image, save_mask
+from icam.inference import CONVENTIONS, cam_argmax_labels, crf_scores, load_cam, save_cam
 
 VOC_PIXELS = 375 * 500
 """VOC 2012's typical image size (most images are 500 pixels on the long side)."""
@@ -31,16 +34,14 @@ VOC_PIXELS = 375 * 500
 VOC_IMAGES = {"train_aug": 10582, "train": 1464, "val": 1449}
 """VOC 2012 with SBD: train ⊂ train_aug, val disjoint from both."""
 
-CAM_FILES = VOC_IMAGES["train_aug"] + VOC_IMAGES["val"]
-"""cam/cams/: train_aug and val."""
-
-PNG_FILES = {
-    "cam/labels": VOC_IMAGES["train"] + VOC_IMAGES["val"],
-    "affinity/crf_2, crf_4, aff": 3 * VOC_IMAGES["train_aug"],
-    "affinity/rw": VOC_IMAGES["train_aug"] + VOC_IMAGES["val"],
-    "final/pred": VOC_IMAGES["train"] + VOC_IMAGES["val"],
+FILES = {
+    "cam/cams (.npz)": VOC_IMAGES["train_aug"] + VOC_IMAGES["val"],
+    "affinity/crf (.npz)": VOC_IMAGES["train_aug"],
+    "label PNGs (cam/labels, affinity/rw, final/pred)": (
+        VOC_IMAGES["train"] + VOC_IMAGES["val"]) * 2 + VOC_IMAGES["train_aug"]
+    + VOC_IMAGES["val"],
 }
-"""Label PNGs of one trial, per folder."""
+"""The files one trial stores, by kind."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,6 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=8, help="synthetic images (default 8)")
     p.add_argument("--size", default="375x500", help="HxW of the synthetic images")
     p.add_argument("--cams", help="measure a study's CAM files instead (a cam/cams folder)")
+    p.add_argument("--data-root", help="with --cams: the study's data root (its images)")
     p.add_argument("--trials", type=int, nargs="+", default=[120],
                    help="study sizes to project (default: 120, the λ study)")
     p.add_argument("--seed", type=int, default=0)
@@ -58,26 +60,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--size {args.size!r}: expected HxW")
     if len(args.size) != 2 or min(args.size) < 8 or args.images < 1 or min(args.trials) < 1:
         p.error("--size needs HxW >= 8, --images and --trials >= 1")
+    if args.cams and not args.data_root:
+        p.error("--cams needs --data-root (the images of the CAMs)")
     return args
 
 
-def naive_cam_bytes(cam: np.ndarray, label: np.ndarray) -> int:
-    """Bytes of the float32 format: the present classes' maps, compressed .npz."""
-    present = np.flatnonzero(label > 0)
+def npz_bytes(**arrays: np.ndarray) -> int:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, classes=present, cams=cam[present].astype(np.float32),
-                        label=label.astype(np.float32), size=np.array(cam.shape[1:]))
+    np.savez_compressed(buffer, **arrays)
     return buffer.getbuffer().nbytes
 
 
 def inferred_cams(count: int, size: tuple[int, int], seed: int):
-    """(cam, label, labels mask) of `count` synthetic images through the CAM stage's
-    inference with the cpu preset's CamNet (its bundled backbone weights)."""
+    """(cam, label, image) of `count` synthetic images through the CAM stage's inference
+    with the cpu preset's CamNet (its bundled backbone weights)."""
     import torch
 
     from icam.config import pipeline_config
     from icam.data.synthetic import generate
-    from icam.data.voc import VOCLayout, labels_from_mask, load_image, load_mask
+    from icam.data.voc import VOCLayout, labels_from_mask, load_mask
     from icam.inference import infer_cam
     from icam.stages import CamTrainer
 
@@ -88,64 +89,78 @@ def inferred_cams(count: int, size: tuple[int, int], seed: int):
         root = generate(Path(folder) / "voc", num_train=count, num_val=1, seed=seed, size=size)
         layout = VOCLayout(root)
         for image_id in layout.ids("train")[:count]:
-            mask = load_mask(layout.mask_path(image_id))
-            label = labels_from_mask(mask)
+            label = labels_from_mask(load_mask(layout.mask_path(image_id)))
             image = load_image(layout.image_path(image_id))
-            cam = infer_cam(net, image, label, scales=config.cam.infer_scales)
-            yield cam, label, image
+            yield infer_cam(net, image, label, scales=config.cam.infer_scales), label, image
 
 
-def stored_cams(folder: str):
+def stored_cams(folder: str, data_root: str):
+    from icam.data.voc import VOCLayout
+
+    layout = VOCLayout(data_root)
     for path in sorted(Path(folder).glob("*.npz")):
         cam, label = load_cam(path)
-        yield cam, label, None
+        yield cam, label, load_image(layout.image_path(path.stem))
 
 
 def measure(cams) -> dict:
-    naive, ours, png, changed, pixels = [], [], [], np.zeros(3), 0
+    """Mean bytes per image of each file kind, naive and ours, and the changed labels."""
+    sizes = {k: [] for k in ("cam naive", "cam ours", "crf naive", "crf ours", "png")}
+    changed, pixels = np.zeros(3), 0
+    alphas = CONVENTIONS["icam"]["crf_alphas"]
     with tempfile.TemporaryDirectory() as folder:
         for k, (cam, label, image) in enumerate(cams):
-            naive.append(naive_cam_bytes(cam, label))
+            present = np.flatnonzero(label > 0)
+            sizes["cam naive"].append(npz_bytes(classes=present, cams=cam[present],
+                                                label=label, size=np.array(cam.shape[1:])))
             path = Path(folder) / f"{k}.npz"
             save_cam(path, cam, label)
-            ours.append(path.stat().st_size)
+            sizes["cam ours"].append(path.stat().st_size)
             stored, _ = load_cam(path)
-            labels = [(cam_argmax_labels(c),
-                       *(cam_labels(c, image, alpha, crf=False, label=label) for alpha in (2, 4)))
+            scores = [[crf_scores(c, image, alpha, label) for alpha in alphas]
                       for c in (cam, stored)]
+            sizes["crf naive"].append(npz_bytes(low=scores[0][0].astype(np.float32),
+                                                high=scores[0][1].astype(np.float32)))
+            save_crf_scores(Path(folder) / f"{k}.crf.npz", *scores[0])
+            sizes["crf ours"].append((Path(folder) / f"{k}.crf.npz").stat().st_size)
+            labels = [(cam_argmax_labels(c), *(s.argmax(axis=0) for s in crf))
+                      for c, crf in zip((cam, stored), scores, strict=True)]
             changed += [int((a != b).sum()) for a, b in zip(*labels, strict=True)]
             pixels += labels[0][0].size
             save_mask(Path(folder) / f"{k}.png", labels[0][0])
-            png.append((Path(folder) / f"{k}.png").stat().st_size)
-    if not naive:
+            sizes["png"].append((Path(folder) / f"{k}.png").stat().st_size)
+    if not sizes["png"]:
         raise ValueError("no CAMs to measure")
-    return {"images": len(naive), "pixels": pixels / len(naive), "naive": float(np.mean(naive)),
-            "ours": float(np.mean(ours)), "png": float(np.mean(png)),
-            "changed": changed / pixels}
+    count = len(sizes["png"])
+    return {"images": count, "pixels": pixels / count, "changed": changed / pixels,
+            **{k: float(np.mean(v)) for k, v in sizes.items()}}
 
 
-def trial_bytes(cam_bytes: float, png_bytes: float) -> float:
-    return CAM_FILES * cam_bytes + sum(PNG_FILES.values()) * png_bytes
+def trial_bytes(m: dict, which: str) -> float:
+    """Bytes of one VOC trial at VOC size from the measured means (`which`: naive | ours)."""
+    per_file = (m[f"cam {which}"], m[f"crf {which}"], m["png"])
+    scale = VOC_PIXELS / m["pixels"]
+    return scale * sum(n * b for n, b in zip(FILES.values(), per_file, strict=True))
 
 
 def report(m: dict, trials: list[int]) -> str:
     gb, scale = 1e9, VOC_PIXELS / m["pixels"]
-    lines = [
-        f"CAM files of {m['images']} images ({m['pixels']:,.0f} pixels each): bytes per image",
-        f"  naive float32 (.npz)   {m['naive']:12,.0f}",
-        f"  ours (uint8 .npz)      {m['ours']:12,.0f}   {m['naive'] / m['ours']:.1f}x smaller",
-        "pixels whose pseudo-label changes with the stored CAM: "
-        f"argmax {100 * m['changed'][0]:.4f}%, bg^2 {100 * m['changed'][1]:.4f}%, "
-        f"bg^4 {100 * m['changed'][2]:.4f}%",
-        f"label PNG: {m['png']:,.0f} bytes per image",
+    lines = [f"{m['images']} images ({m['pixels']:,.0f} pixels each): bytes per image"]
+    for kind in ("cam", "crf"):
+        naive, ours = m[f"{kind} naive"], m[f"{kind} ours"]
+        lines.append(f"  {kind.upper()} file   naive float32 {naive:12,.0f}   ours uint8 "
+                     f"{ours:10,.0f}   {naive / ours:.1f}x smaller")
+    lines += [
+        f"  label PNG  {m['png']:,.0f}",
+        "pixels whose label changes with the stored arrays: CAM argmax "
+        f"{100 * m['changed'][0]:.4f}%, CRF labels at α = 2 {100 * m['changed'][1]:.4f}%, "
+        f"α = 4 {100 * m['changed'][2]:.4f}%",
         "",
-        f"one VOC 2012 trial: {CAM_FILES:,} CAM files + {sum(PNG_FILES.values()):,} label PNGs "
-        f"({', '.join(f'{k} {v:,}' for k, v in PNG_FILES.items())}), at {VOC_PIXELS:,} "
-        f"pixels per image (bytes x {scale:.2f})",
+        "one VOC 2012 trial: " + ", ".join(f"{n:,} {k}" for k, n in FILES.items())
+        + f"; at {VOC_PIXELS:,} pixels per image (bytes x {scale:.2f})",
+        f"{'trials':>8}{'naive GB':>12}{'ours GB':>12}",
     ]
-    naive = scale * trial_bytes(m["naive"], m["png"])
-    ours = scale * trial_bytes(m["ours"], m["png"])
-    lines.append(f"{'trials':>8}{'naive GB':>12}{'ours GB':>12}")
+    naive, ours = trial_bytes(m, "naive"), trial_bytes(m, "ours")
     for n in [1, *trials]:
         lines.append(f"{n:>8}{n * naive / gb:>12.1f}{n * ours / gb:>12.1f}")
     return "\n".join(lines)
@@ -153,7 +168,7 @@ def report(m: dict, trials: list[int]) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    cams = (stored_cams(args.cams) if args.cams else
+    cams = (stored_cams(args.cams, args.data_root) if args.cams else
             inferred_cams(args.images, args.size, args.seed))
     print(report(measure(cams), args.trials))
     return 0

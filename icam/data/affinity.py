@@ -1,92 +1,132 @@
-"""AffinityNet training data: image crops with the pair labels of their pseudo-label maps.
+"""AffinityNet training data: image crops with the pair labels of their CRF label scores.
 
-The pseudo-labels are `<label_dir>/<id>.png` from `icam.inference.affinity_labels` (confident
-foreground and background, 255 unsure). Each crop's label map is reduced to the feature
-stride (8) and turned into the (bg, fg, neg) pair masks of `icam.models.affinity`.
+As the authors' AffDataset (voc/data.py): the dense-CRF probabilities of an image at the two
+background exponents (low α: more background, high α: less) are cropped and flipped with the
+image, average-pooled by the feature stride, and arg-maxed per α; confident foreground is
+where the low-α scores still say foreground, confident background where the high-α scores
+still say background, the rest (and the crop's padding) is ignored. The (bg, fg, neg) pair
+masks of `icam.models.affinity` follow.
+
+Scores are stored per image as `<dir>/<id>.npz` (`save_crf_scores`): uint8 probabilities
+(p · 255, rounded) of the background and the present classes at both exponents.
 """
 
 from __future__ import annotations
 
+import io
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from icam import VOID
 from icam.data import transforms as T
-from icam.data.voc import SegmentationDataset
+from icam.data.voc import _VOCDataset, load_image
 from icam.models.affinity import affinity_labels
+from icam.storage import Storage
 
-STRIDE = 8
-_NUM_IDS = 22  # class ids 0-20, then VOID counted as id 21
+NO_SCORE = 1e-5
+"""A pooled cell whose scores all stay below this is padding: ignored (the reference's)."""
+
+
+def save_crf_scores(path: str | os.PathLike | Storage, low: np.ndarray,
+                    high: np.ndarray) -> None:
+    """Write the (1 + P)×H×W CRF probabilities at the low and high α, quantised to uint8, all
+    or nothing, to a local path or a storage location."""
+    if low.shape != high.shape or low.ndim != 3:
+        raise ValueError(f"{path}: low and high scores must be (1+P)×H×W of one shape, got "
+                         f"{low.shape} and {high.shape}")
+    quantised = [np.round(np.clip(s, 0, 1) * 255).astype(np.uint8) for s in (low, high)]
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, low=quantised[0], high=quantised[1])
+    Storage.open(path).write_bytes(buffer.getvalue())
+
+
+def load_crf_scores(path: str | os.PathLike) -> np.ndarray:
+    """2(1 + P)×H×W float32 in [0, 1]: the low-α channels, then the high-α ones."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            low, high = f["low"], f["high"]
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: not a CRF score file written by save_crf_scores ({err})") \
+            from err
+    return np.concatenate([low, high]).astype(np.float32) / 255
+
+
+def pooled_affinity_labels(scores: torch.Tensor, stride: int) -> torch.Tensor:
+    """h×w labels from 2(1 + P)×H×W crop scores (H, W multiples of `stride`): 0 background,
+    1 + p a present class, VOID unsure or padding."""
+    pooled = F.avg_pool2d(scores[None], stride)[0]
+    low, high = pooled.chunk(2)
+    labels = low.argmax(dim=0)
+    labels[labels == 0] = VOID
+    labels[high.argmax(dim=0) == 0] = 0
+    labels[pooled.amax(dim=0) < NO_SCORE] = VOID
+    return labels
 
 
 class AffinityTrain:
-    """(image uint8 H×W×3, mask H×W, rng) -> (normalised 3×crop×crop, long crop×crop mask).
+    """(image uint8 H×W×3, scores K×H×W, rng) -> (normalised 3×crop×crop, K×crop×crop scores).
 
-    The reference's AffinityNet augmentation: colour jitter, optional random long-side resize
-    (the authors use none), horizontal flip, and a random crop padded with the mean colour
-    and VOID.
+    The reference's AffinityNet augmentation: colour jitter, horizontal flip, and a random crop
+    (no resize); the image is padded with the mean colour and the scores with 0 (no score).
     """
 
-    def __init__(self, crop: int = 448, resize_long: tuple[int, int] | None = None,
-                 flip: bool = True,
+    def __init__(self, crop: int = 448, flip: bool = True,
                  jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)):
-        if crop <= 0 or crop % STRIDE:
-            raise ValueError(f"crop={crop}: must be a positive multiple of {STRIDE}")
-        if resize_long is not None and not 0 < resize_long[0] <= resize_long[1]:
-            raise ValueError(f"resize_long={resize_long}: need 0 < low <= high")
+        if crop <= 0:
+            raise ValueError(f"crop={crop}: must be positive")
         self.crop = crop
-        self.resize_long = resize_long
         self.flip = flip
         self.jitter = jitter
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray,
+    def __call__(self, image: np.ndarray, scores: np.ndarray,
                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if image.shape[:2] != mask.shape:
-            raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} sizes differ")
-        if self.resize_long is not None:
-            image = T.random_resize_long(image, *self.resize_long, rng)
-            mask = T.resize(mask, image.shape[:2], nearest=True)
+        if image.shape[:2] != scores.shape[1:]:
+            raise ValueError(f"image {image.shape[:2]} and scores {scores.shape[1:]} sizes "
+                             "differ")
         if self.flip and rng.random() < 0.5:
-            image, mask = image[:, ::-1], mask[:, ::-1]
+            image, scores = image[:, ::-1], scores[:, :, ::-1]
         if self.jitter is not None:
             image = T.color_jitter(np.ascontiguousarray(image), *self.jitter, rng)
         x = T.normalize(image)
-        y = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
-        box = T.random_crop_box(*y.shape, self.crop, rng)
-        return T.crop_pad(x, box, self.crop, 0.0), T.crop_pad(y, box, self.crop, VOID)
+        s = torch.from_numpy(np.ascontiguousarray(scores))
+        box = T.random_crop_box(*s.shape[1:], self.crop, rng)
+        return T.crop_pad(x, box, self.crop, 0.0), T.crop_pad(s, box, self.crop, 0.0)
 
 
-def reduce_labels(labels: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
-    """H×W class ids (VOID = 255) -> ceil(H/s)×ceil(W/s): the most frequent id of each s×s
-    block (VOID included, padding counted as VOID; ties go to the lower id, VOID last)."""
-    height, width = labels.shape
-    h, w = -(-height // stride), -(-width // stride)
-    padded = labels.new_full((h * stride, w * stride), VOID)
-    padded[:height, :width] = labels
-    if not (((padded >= 0) & (padded < _NUM_IDS - 1)) | (padded == VOID)).all():
-        raise ValueError(f"reduce_labels: ids must be 0-{_NUM_IDS - 2} or {VOID}")
-    ids = torch.where(padded == VOID, _NUM_IDS - 1, padded)
-    block = torch.arange(h * w).view(h, 1, w, 1).expand(h, stride, w, stride).reshape(ids.shape)
-    counts = torch.bincount((block * _NUM_IDS + ids).flatten(), minlength=h * w * _NUM_IDS)
-    winner = counts.view(h, w, _NUM_IDS).argmax(dim=-1)
-    return torch.where(winner == _NUM_IDS - 1, VOID, winner)
+class AffinityDataset(_VOCDataset):
+    """Items `(id, image 3×crop×crop tensor, (bg, fg, neg))`: float pair masks P×h'×w' over
+    the pooled labels, laid out as `icam.models.affinity.affinities` (P = 34 for radius 5).
 
-
-class AffinityDataset(SegmentationDataset):
-    """Items `(id, image 3×H×W tensor, (bg, fg, neg))`: float pair masks P×h'×w' over the
-    stride-8 labels, laid out as `icam.models.affinity.affinities` (P = 34 for radius 5).
-
-    `transform`: an `AffinityTrain` (or any (image, mask, rng) -> (x, y) transform).
+    `score_dir` holds `<id>.npz` from `save_crf_scores` for every image of the split; the
+    crop must be a multiple of `stride`, the backbone's output stride.
     """
 
-    def __init__(self, root, split: str, label_dir: str | os.PathLike, transform=None,
-                 radius: int = 5, seed: int = 0):
-        super().__init__(root, split, label_dir=label_dir, transform=transform, seed=seed)
+    def __init__(self, root, split: str, score_dir: str | os.PathLike,
+                 transform: AffinityTrain, stride: int = 8, radius: int = 5, seed: int = 0):
+        super().__init__(root, split, seed)
+        if transform.crop % stride:
+            raise ValueError(f"crop={transform.crop}: must be a multiple of the output stride "
+                             f"{stride}")
+        self.score_dir = Path(score_dir)
+        self.transform = transform
+        self.stride = stride
         self.radius = radius
+        present = set(os.listdir(self.score_dir)) if self.score_dir.is_dir() else set()
+        for image_id in self.ids:
+            if f"{image_id}.npz" not in present:
+                raise FileNotFoundError(f"{self.score_dir / (image_id + '.npz')}: CRF scores "
+                                        f"not found for id {image_id} of "
+                                        f"{self.layout.list_path(split)}")
 
     def __getitem__(self, index: int):
-        image_id, x, y = super().__getitem__(index)
-        bg, fg, neg = affinity_labels(reduce_labels(y)[None], self.radius)
+        image_id = self.ids[index]
+        image = load_image(self.layout.image_path(image_id))
+        scores = load_crf_scores(self.score_dir / f"{image_id}.npz")
+        x, s = self.transform(image, scores, self.rng(index))
+        labels = pooled_affinity_labels(s, self.stride)
+        bg, fg, neg = affinity_labels(labels[None], self.radius)
         return image_id, x, (bg[0], fg[0], neg[0])

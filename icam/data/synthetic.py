@@ -28,7 +28,7 @@ from scipy import ndimage
 from icam import VOID
 from icam.data.voc import VOC_PALETTE, cache_home, load_image, load_mask
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_SIZE = (144, 192)  # (height, width) of landscape images; a quarter are portrait
 JPEG_QUALITY = 90
 
@@ -56,7 +56,10 @@ SCENES = {  # hue range (degrees), saturation range, value range of the scene's 
 }
 CLUTTER_TEXTURES = ("flat", "smooth", "diagonal", "crosshatch", "waves")
 CONTEXT_PROB = 0.5  # chance that the scene is the one of the first object's class
-NUM_OBJECTS_PROB = (0.4, 0.4, 0.2)  # one, two or three objects of different classes
+NUM_OBJECTS_PROB = (0.3, 0.4, 0.3)  # one, two or three objects of different classes
+OBJECT_RADIUS = (0.2, 0.4)  # of the short side
+"""With NUM_OBJECTS_PROB, objects cover about VOC's share of the pixels at about VOC's size
+relative to the FSL's σ (`python -m icam.regime`; version 2 drew radii of 0.14-0.3)."""
 PART_AREA = (0.04, 0.08)  # fraction of the object's area
 TEXTURE_AMPLITUDE = 8.0  # grey levels of body and clutter patterns
 """Subtle, as most object surfaces are at the CAM's resolution: neighbouring pixels of one
@@ -180,7 +183,7 @@ def _place_object(rng: np.random.Generator, shape: tuple[int, int],
     earlier objects and their parts mostly visible; None if no such place was found."""
     h, w = shape
     for _ in range(40):
-        radius = rng.uniform(0.14, 0.3) * min(h, w)
+        radius = rng.uniform(*OBJECT_RADIUS) * min(h, w)
         cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
         outline = _outline(rng, cy, cx, radius)
         region = _fill(shape, outline)

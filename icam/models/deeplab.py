@@ -12,9 +12,10 @@ class DeepLabV1(nn.Module):
     dropout 0.5 -> 1x1 classifier (with bias). Head width C6/8 (512 for ResNet-38).
 
     forward(x) -> N x K x ceil(H/8) x ceil(W/8) logits; the reference upsamples them bilinearly
-    (align_corners=True) to the input size before the loss. Only the backbone stem is frozen.
-    The head's batch norm keeps training its running statistics (momentum 3e-4) but not its
-    affine parameters, which the reference never hands to the optimiser.
+    (align_corners=True) to the input size before the loss. The whole backbone trains, conv1a
+    included (the authors' train_final.py); batch norm everywhere keeps updating its running
+    statistics (the head's with momentum 3e-4) but not its affine parameters, which the
+    reference never hands to the optimiser.
     """
 
     def __init__(self, backbone: str | nn.Module = "tiny", num_classes: int = 21):
@@ -32,7 +33,7 @@ class DeepLabV1(nn.Module):
         self.new_layers = [self.conv_fov, self.conv_fov2, self.cls_conv]
         for layer in self.new_layers:
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-        freeze([self.backbone.stem, self.bn_fov, self.bn_fov2])
+        freeze([self.bn_fov, self.bn_fov2])
 
     def forward(self, x: Tensor) -> Tensor:
         f = self.backbone.forward_as_dict(x)["conv6"]

@@ -12,11 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def freeze_batchnorm(module: nn.Module) -> None:
-    """Put every batch-norm layer of `module` in eval mode and stop its affine parameters."""
+def freeze_batchnorm(module: nn.Module, statistics: bool = True) -> None:
+    """Stop the affine parameters of every batch-norm layer of `module` and, when
+    `statistics`, also put it in eval mode (running statistics, never updated)."""
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.eval()
+            if statistics:
+                m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
 
@@ -81,17 +83,21 @@ class BottleneckBlock(nn.Module):
 
 
 class ResNet38(nn.Module):
-    """ResNet-38 A1 backbone; batch norm is frozen (always eval, no gradients).
+    """ResNet-38 A1 backbone. Batch-norm affine parameters never train; `frozen_bn=True` (the
+    CAM and AffinityNet stages) also keeps the ImageNet running statistics (always eval), while
+    `frozen_bn=False` (the authors' train_final.py) normalises with batch statistics in training.
 
     `forward_as_dict(x)` gives conv4 (512 ch), conv5 (1024 ch) and conv6 (4096 ch), all at
-    ceil(H/8) x ceil(W/8). The heads freeze `frozen_blocks` (conv1a, b2, b2_1, b2_2) in the CAM
-    and AffinityNet stages and only `stem` (conv1a) in DeepLab, as the reference does.
+    ceil(H/8) x ceil(W/8). The CAM and AffinityNet heads freeze `frozen_blocks` (conv1a, b2,
+    b2_1, b2_2); DeepLab trains them all, conv1a included, as the authors' train_final.py.
     """
 
     channels = {"conv4": 512, "conv5": 1024, "conv6": 4096}
+    stride = 8
 
-    def __init__(self):
+    def __init__(self, frozen_bn: bool = True):
         super().__init__()
+        self.frozen_bn = frozen_bn
         self.conv1a = nn.Conv2d(3, 64, 3, padding=1, bias=False)
         self.b2 = ResBlock(64, 128, 128, stride=2)
         self.b2_1 = ResBlock(128, 128, 128)
@@ -111,11 +117,7 @@ class ResNet38(nn.Module):
         self.b6 = BottleneckBlock(1024, 2048, dilation=4, dropout=0.3)
         self.b7 = BottleneckBlock(2048, 4096, dilation=4, dropout=0.5)
         self.bn7 = nn.BatchNorm2d(4096)
-        freeze_batchnorm(self)
-
-    @property
-    def stem(self) -> nn.Module:
-        return self.conv1a
+        freeze_batchnorm(self, self.frozen_bn)
 
     @property
     def frozen_blocks(self) -> list[nn.Module]:
@@ -123,7 +125,7 @@ class ResNet38(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        freeze_batchnorm(self)
+        freeze_batchnorm(self, self.frozen_bn)
         return self
 
     def forward_as_dict(self, x: Tensor) -> dict[str, Tensor]:

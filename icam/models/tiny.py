@@ -1,30 +1,32 @@
 """A small CPU backbone with ResNet-38's interface, for the embedded benchmark and the tests.
 
-Same layout as ResNet-38 in miniature: a stem, three stride-2 stages to output stride 8, then two
-dilated blocks (dilation 2 and 4) and a final norm + ReLU. The cpu preset starts it from the
-`tiny-synthetic` weights (icam.models.tiny_pretrain); either way its batch norm learns
-(ResNet-38's is frozen with ImageNet statistics). Batch norm, not GroupNorm: on the synthetic
-benchmark the GroupNorm version did not get past the label prior in 150 Adam steps on 32
-images, while this one fits them (measured with a plain GAP classifier).
+Same layout as ResNet-38 in miniature: a stride-2 stem, two more stride-2 blocks to output
+stride 8, then three dilated blocks and a final norm + ReLU. `output_stride=4` drops the last
+block's stride and doubles every later dilation (the way DeepLab turns a classification net
+into a dense one), so the same weights serve both strides. As in ResNet-38, batch-norm affine
+parameters never train, and `frozen_bn=True` keeps the pre-trained running statistics.
 """
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from icam.models.resnet38 import freeze_batchnorm
 
-def _norm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels)
+OUTPUT_STRIDES = (4, 8)
 
 
 class TinyBlock(nn.Module):
-    """Pre-activation residual block: norm -> ReLU -> 3x3 conv, twice; 1x1 projection shortcut."""
+    """Pre-activation residual block: norm -> ReLU -> 3x3 conv, twice; 1x1 projection shortcut.
+    `dilation` = (first conv, second conv)."""
 
-    def __init__(self, c_in: int, c_mid: int, c_out: int, stride: int = 1, dilation: int = 1):
+    def __init__(self, c_in: int, c_mid: int, c_out: int, stride: int = 1,
+                 dilation: tuple[int, int] = (1, 1)):
         super().__init__()
-        self.norm_a = _norm(c_in)
-        self.conv_a = nn.Conv2d(c_in, c_mid, 3, stride, padding=1, bias=False)
-        self.norm_b = _norm(c_mid)
-        self.conv_b = nn.Conv2d(c_mid, c_out, 3, padding=dilation, dilation=dilation, bias=False)
+        d_a, d_b = dilation
+        self.norm_a = nn.BatchNorm2d(c_in)
+        self.conv_a = nn.Conv2d(c_in, c_mid, 3, stride, padding=d_a, dilation=d_a, bias=False)
+        self.norm_b = nn.BatchNorm2d(c_mid)
+        self.conv_b = nn.Conv2d(c_mid, c_out, 3, padding=d_b, dilation=d_b, bias=False)
         self.project = None
         if c_in != c_out or stride != 1:
             self.project = nn.Conv2d(c_in, c_out, 1, stride, bias=False)
@@ -38,32 +40,39 @@ class TinyBlock(nn.Module):
 
 
 class TinyBackbone(nn.Module):
-    """Output stride 8; conv4, conv5, conv6 have 4w, 8w and 16w channels (w = `width`).
+    """conv4, conv5, conv6 have 4w, 8w and 16w channels (w = `width`) at `output_stride`.
 
-    `stem` (a stride-2 3x3 conv) is the one frozen block, like ResNet-38's conv1a.
+    `frozen_blocks` (the stem and b2) are frozen by the CAM and AffinityNet heads, like
+    ResNet-38's conv1a and b2 blocks.
     """
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, output_stride: int = 8, frozen_bn: bool = True):
         super().__init__()
         if width < 1:
             raise ValueError(f"TinyBackbone: width must be >= 1, got {width}")
-        w = width
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"TinyBackbone: output_stride must be 4 or 8, got {output_stride}")
+        w, m = width, 8 // output_stride  # m: dilation multiplier after the dropped stride
+        self.stride = output_stride
+        self.frozen_bn = frozen_bn
         self.channels = {"conv4": 4 * w, "conv5": 8 * w, "conv6": 16 * w}
         self.conv_stem = nn.Conv2d(3, w, 3, 2, padding=1, bias=False)
         self.b2 = TinyBlock(w, 2 * w, 2 * w, stride=2)
-        self.b3 = TinyBlock(2 * w, 4 * w, 4 * w, stride=2)
-        self.b4 = TinyBlock(4 * w, 4 * w, 4 * w, dilation=2)
-        self.b5 = TinyBlock(4 * w, 4 * w, 8 * w, dilation=2)
-        self.b6 = TinyBlock(8 * w, 4 * w, 16 * w, dilation=4)
-        self.norm6 = _norm(16 * w)
-
-    @property
-    def stem(self) -> nn.Module:
-        return self.conv_stem
+        self.b3 = TinyBlock(2 * w, 4 * w, 4 * w, stride=2 if m == 1 else 1, dilation=(1, m))
+        self.b4 = TinyBlock(4 * w, 4 * w, 4 * w, dilation=(m, 2 * m))
+        self.b5 = TinyBlock(4 * w, 4 * w, 8 * w, dilation=(m, 2 * m))
+        self.b6 = TinyBlock(8 * w, 4 * w, 16 * w, dilation=(m, 4 * m))
+        self.norm6 = nn.BatchNorm2d(16 * w)
+        freeze_batchnorm(self, self.frozen_bn)
 
     @property
     def frozen_blocks(self) -> list[nn.Module]:
-        return [self.conv_stem]
+        return [self.conv_stem, self.b2]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        freeze_batchnorm(self, self.frozen_bn)
+        return self
 
     def forward_as_dict(self, x: Tensor) -> dict[str, Tensor]:
         x = self.conv_stem(x)

@@ -11,7 +11,7 @@ from torch import nn
 from icam.models.mxnet_params import read_ndarray_list
 from icam.models.resnet38 import ResNet38, mxnet_to_torch_name
 
-BUILTIN_WEIGHTS = {"tiny-synthetic": Path(__file__).with_name("tiny_synthetic.npz")}
+BUILTIN_WEIGHTS = {"tiny-generic": Path(__file__).with_name("tiny_generic.npz")}
 """Weights shipped with the package (the tiny backbone pre-trained by icam.models.tiny_pretrain)."""
 
 

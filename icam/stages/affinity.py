@@ -1,15 +1,14 @@
 """Stage 2: AffinityNet, trained on CRF labels of the CAM stage's CAMs, then the random walk.
 
 Training labels, made first from `<trial_dir>/cam/cams/` (kept in storage across restarts):
-`<trial_dir>/affinity/crf_2/` and `crf_4/`, the CRF labels of train_aug with background
-alpha 2 and 4, and `aff/`, their combination (confident foreground from alpha 2, confident
-background from alpha 4, the rest ignored), read by the training set from a copy in the
-node's cache. Crops without the random resize, as the authors (`TrainConfig.resize_long` is
-not used here).
+`<trial_dir>/affinity/crf/<id>.npz`, the dense-CRF scores of each train_aug image with the
+background (1 - max)^α at the method's two exponents (ICAM: 2 and 4; SEAM: 4 and 24), which
+`icam.data.affinity` crops, pools by the output stride and combines as the authors do. Crops
+without the random resize, as the authors (`TrainConfig.resize_long` is not used here).
 
 Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
 final stage's training labels) and val (beta 8, logt 6, background alpha 6, no CRF), and
-their J/F on train and val.
+their J/F on train and val. Pairs, features and the walk are at the backbone's output stride.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from icam.data.affinity import AffinityDataset, AffinityTrain, reduce_labels
+from icam.data.affinity import AffinityDataset, AffinityTrain, save_crf_scores
 from icam.data.voc import VOCLayout, load_image, save_mask
-from icam.inference import affinity_labels as combine_crf_labels
-from icam.inference import cam_labels, load_cam
+from icam.inference import CONVENTIONS, crf_scores, load_cam
 from icam.models.affinity import AffinityNet, affinities, affinity_labels, affinity_loss
 from icam.parallel import map_items
 from icam.randomwalk import random_walk_labels
@@ -33,15 +31,12 @@ from icam.storage import Storage
 RADIUS = 5
 """Pairs within this radius (in stride-8 feature pixels) train the affinities."""
 
-CRF_ALPHAS = (2, 4)
-"""Background exponents of the two CRF label sets (low: more background, high: less)."""
-
 
 class AffinityTrainer(StageTrainer):
     stage = "affinity"
 
     def build_model(self) -> nn.Module:
-        model = AffinityNet(self.cfg.backbone)
+        model = AffinityNet(self.backbone())
         self.load_weights(model)
         return model
 
@@ -52,24 +47,21 @@ class AffinityTrainer(StageTrainer):
         return {"total": loss, "aff": loss}
 
     def random_batch(self, n: int):
-        crop = self.cfg.crop
+        crop, stride = self.cfg.crop, self.cfg.output_stride
         g = torch.Generator().manual_seed(0)
-        labels = torch.randint(0, 3, (n, crop, crop), generator=g)
+        size = -(-crop // stride)
+        labels = torch.randint(0, 3, (n, size, size), generator=g)
         labels[labels == 2] = 255
-        pairs = affinity_labels(torch.stack([reduce_labels(y) for y in labels]), RADIUS)
-        return torch.randn(n, 3, crop, crop, generator=g), pairs
+        return torch.randn(n, 3, crop, crop, generator=g), affinity_labels(labels, RADIUS)
 
 
-def _write_crf_labels(image_id: str, cam_dir: str, stage_dir: str, voc_root: str) -> None:
-    """One train_aug image: its CRF labels at both alphas, then their combination in aff/."""
-    out = Storage.open(stage_dir)
+def _write_crf_scores(image_id: str, cam_dir: str, out_dir: str, voc_root: str,
+                      alphas: tuple[float, float]) -> None:
+    """One train_aug image: its CRF scores at the low and high background exponents."""
     cam, label = load_cam(Storage.open(cam_dir) / f"{image_id}.npz")
     image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
-    crf = []
-    for alpha in CRF_ALPHAS:
-        crf.append(cam_labels(cam, image, alpha, crf=True, label=label))
-        save_mask(out / f"crf_{alpha}" / f"{image_id}.png", crf[-1])
-    save_mask(out / "aff" / f"{image_id}.png", combine_crf_labels(*crf))
+    low, high = (crf_scores(cam, image, alpha, label) for alpha in alphas)
+    save_crf_scores(Storage.open(out_dir) / f"{image_id}.npz", low, high)
 
 
 def _write_labels(item: tuple, stage_dir: str, voc_root: str) -> tuple:
@@ -89,21 +81,23 @@ class AffinityStage(StageTrainable):
             raise FileNotFoundError(f"{self.trial_dir / 'cam'}: no finished CAM stage "
                                     "(DONE.json) for this trial; run it first")
 
-    def write_crf_labels(self) -> Path:
-        """The training labels in aff/, made for the train_aug images that lack one; returns
-        a local folder holding them."""
+    def write_crf_scores(self) -> Path:
+        """The CRF scores in crf/, made for the train_aug images that lack them; returns a
+        local folder holding them (a copy in the node's cache when the storage is remote)."""
         layout = VOCLayout(self.data_root)
-        have = self.stage_dir.files("aff")
-        todo = [i for i in layout.ids("train_aug") if f"{i}.png" not in have]
-        work = functools.partial(_write_crf_labels, cam_dir=str(self.trial_dir / "cam" / "cams"),
-                                 stage_dir=str(self.stage_dir), voc_root=str(layout.root))
+        out = self.stage_dir / "crf"
+        have = out.files()
+        todo = [i for i in layout.ids("train_aug") if f"{i}.npz" not in have]
+        alphas = CONVENTIONS[self.pipeline.method.formulation]["crf_alphas"]
+        work = functools.partial(_write_crf_scores, cam_dir=str(self.trial_dir / "cam" / "cams"),
+                                 out_dir=str(out), voc_root=str(layout.root), alphas=alphas)
         map_items(work, todo, desc="CRF labels")
-        return self.stage_dir.local_folder("aff", self.cache)
+        return self.stage_dir.local_folder("crf", self.cache)
 
     def train_dataset(self):
-        return AffinityDataset(self.data_root, "train_aug", self.write_crf_labels(),
-                               AffinityTrain(crop=self.cfg.crop), radius=RADIUS,
-                               seed=self.pipeline.seed)
+        return AffinityDataset(self.data_root, "train_aug", self.write_crf_scores(),
+                               AffinityTrain(crop=self.cfg.crop), stride=self.cfg.output_stride,
+                               radius=RADIUS, seed=self.pipeline.seed)
 
     def collate(self, items: list):
         images = torch.stack([x for _, x, _ in items])
@@ -127,7 +121,8 @@ class AffinityStage(StageTrainable):
         for k, image_id in enumerate(ids):
             image = load_image(layout.image_path(image_id))
             cam, _ = load_cam(cams / f"{image_id}.npz")
-            labels = random_walk_labels(model, image, cam, device=self.trainer.device)
+            labels = random_walk_labels(model, image, cam, stride=self.cfg.output_stride,
+                                        device=self.trainer.device)
             block.append((image_id, splits.get(image_id, ()), labels))
             if len(block) == 64 or k == len(ids) - 1:
                 scored += map_items(work, block, desc="random walk labels")

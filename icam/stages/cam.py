@@ -2,9 +2,10 @@
 
 Products in `<trial_dir>/cam/` (in the study's storage): `cams/<id>.npz` (multi-scale + flip
 CAMs of train_aug and val, uint8-quantised), `labels/` (the CAM pseudo-labels of train and
-val, argmax without CRF as in the authors' evaluation) and their J/F. The CRF labels
-AffinityNet trains on are made from `cams/` by the affinity stage, so a study that stops here
-does not pay for them."""
+val, argmax without CRF with the method's background: ICAM's 1 - sum, SEAM's constant 0.26)
+and their J/F. The CRF labels AffinityNet trains on are made from `cams/` by the affinity
+stage, so a study that stops here does not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from icam.config import PipelineConfig
 from icam.data.transforms import ClassificationTrain
 from icam.data.voc import ClassificationDataset, InferenceDataset, VOCLayout, keep_item, save_mask
-from icam.inference import cam_argmax_labels, infer_cam, load_cam, save_cam
+from icam.inference import CONVENTIONS, cam_argmax_labels, infer_cam, load_cam, save_cam
 from icam.losses import FslParameters, cam_losses, siamese_view
 from icam.models.cam import CamNet
 from icam.parallel import map_items
@@ -28,11 +29,11 @@ from icam.storage import Storage
 class CamModel(nn.Module):
     """CamNet, plus the learned μ and σ of the FSL for early ICAM."""
 
-    def __init__(self, pipeline: PipelineConfig):
+    def __init__(self, pipeline: PipelineConfig, backbone: nn.Module):
         super().__init__()
         method = pipeline.method
         source = "seam" if method.formulation == "seam" else "logits"
-        self.net = CamNet(pipeline.cam.backbone, num_classes=21, pcm_source=source)
+        self.net = CamNet(backbone, num_classes=21, pcm_source=source)
         self.fsl = FslParameters(method.mu, method.sigma) if method.learn_fsl else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -49,7 +50,7 @@ class CamTrainer(StageTrainer):
     stage = "cam"
 
     def build_model(self) -> nn.Module:
-        model = CamModel(self.pipeline)
+        model = CamModel(self.pipeline, self.backbone())
         self.load_weights(model.net)
         return model
 
@@ -68,12 +69,13 @@ class CamTrainer(StageTrainer):
         return torch.randn(n, 3, crop, crop, generator=g), labels
 
 
-def _cam_products(item: tuple, stage_dir: str, voc_root: str) -> tuple:
+def _cam_products(item: tuple, stage_dir: str, voc_root: str,
+                  background: float | None) -> tuple:
     """One train or val image: its evaluated CAM labels and their J/F sums."""
     image_id, splits = item
     stage = Storage.open(stage_dir)
     cam, _ = load_cam(stage / "cams" / f"{image_id}.npz")
-    labels = cam_argmax_labels(cam)
+    labels = cam_argmax_labels(cam, background)
     save_mask(stage / "labels" / f"{image_id}.png", labels)
     return splits, score(labels, voc_root, image_id)
 
@@ -119,7 +121,8 @@ class CamStage(StageTrainable):
         for split, ids in evaluated.items():
             for i in ids:
                 splits[i] = (*splits.get(i, ()), split)
+        background = CONVENTIONS[self.pipeline.method.formulation]["cam_background"]
         work = functools.partial(_cam_products, stage_dir=str(self.stage_dir),
-                                 voc_root=str(layout.root))
+                                 voc_root=str(layout.root), background=background)
         scored = map_items(work, list(splits.items()), desc="CAM labels")
         return split_metrics(self.stage, scored)

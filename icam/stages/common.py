@@ -246,6 +246,12 @@ class StageTrainer:
         """A batch of `n` random inputs shaped like the loader's (benchmarks, memory probe)."""
         raise NotImplementedError
 
+    def backbone(self) -> nn.Module:
+        """A fresh backbone with this stage's output stride and batch-norm mode."""
+        from icam.models import build_backbone
+
+        return build_backbone(self.cfg.backbone, self.cfg.output_stride, self.cfg.frozen_bn)
+
     def load_weights(self, module: nn.Module) -> None:
         if self.cfg.weights:
             from icam.models.weights import load_pretrained

@@ -37,9 +37,10 @@ from icam.storage import Storage
 CRF_PARAMS = {"iterations": 1, "bilateral_sxy": 32}
 """The final stage's test-time CRF (the rest as `icam.crf.dense_crf`'s defaults)."""
 
-FINAL_FSL_WEIGHT = 0.5
-"""With the FSL on, the final stage adds 0.5 · FSL on DeepLab's stride-8 softmax, as the
-authors' train_final.py does (the paper leaves this out)."""
+FINAL_FSL_WEIGHT = 1.0
+"""With the FSL on, the final stage adds the FSL on DeepLab's output-stride softmax, as the
+authors' train_final.py does (the paper leaves this out): its 0.5 · L_fs with ||a_i - a_j||²
+is 1.0 × our FSL with g = ½||a_i - a_j||² (eq. 11)."""
 
 BLOCK = 32
 """Images whose probabilities are held at once between inference and the CRF tasks."""
@@ -49,7 +50,7 @@ class FinalTrainer(StageTrainer):
     stage = "final"
 
     def build_model(self) -> nn.Module:
-        model = DeepLabV1(self.cfg.backbone, num_classes=NUM_CLASSES)
+        model = DeepLabV1(self.backbone(), num_classes=NUM_CLASSES)
         self.load_weights(model)
         return model
 
