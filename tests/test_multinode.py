@@ -129,6 +129,14 @@ def objects(study: Storage, pattern: str) -> dict[str, object]:
     return {name: mtime for name, mtime in names.items() if fnmatch(name, pattern)}
 
 
+def result_rows(study: Storage, pattern: str) -> list[dict]:
+    """The rows of the one stored result.json matching `pattern` (none while there is none)."""
+    paths = list(objects(study, pattern))
+    assert len(paths) <= 1, paths
+    text = study.read_bytes(paths[0]).decode() if paths else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def cached_files(scratch: Path) -> set[str]:
     return {p.relative_to(scratch).as_posix() for p in scratch.rglob("*") if p.is_file()}
 
@@ -143,12 +151,14 @@ def test_a_study_on_three_nodes_sharing_only_a_bucket_survives_a_killed_node(
     command = study_command(ray_cluster.address, storage, tiny_root, "2.5")
     env = driver_env(tmp_path / "driver")
 
-    # 1. the study's stages on three nodes; the affinity node is killed mid-stage (once a
-    # checkpoint is in the bucket), and the driver with it
+    # 1. the study's stages on three nodes; the affinity node is killed mid-stage, once Tune
+    # has stored an epoch's checkpoint and its result (with the experiment's state) in the
+    # bucket, and the driver with it
     proc = start_driver(command, env, tmp_path / "first.log")
     try:
         deadline = time.time() + 400
-        while not objects(study, "tune/affinity/*/checkpoint_000000/*"):
+        while not (objects(study, "tune/affinity/*/checkpoint_000000/*")
+                   and result_rows(study, "tune/affinity/*/result.json")):
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.time() < deadline, "no affinity checkpoint in the bucket"
             time.sleep(0.1)
@@ -158,7 +168,7 @@ def test_a_study_on_three_nodes_sharing_only_a_bucket_survives_a_killed_node(
     cam_done = objects(study, "artefacts/*/cam/DONE.json")
     assert len(cam_done) == 1 and not objects(study, "artefacts/*/affinity/DONE.json")
     assert objects(study, "artefacts/*/cam/cams/*.npz")  # products went to the bucket
-    assert objects(study, "artefacts/*/affinity/aff/*.png")
+    assert objects(study, "artefacts/*/affinity/crf/*.npz")
     assert cached_files(scratch["affinity_node"])  # where the affinity trial trained
 
     # 2. nothing needed is on any node's disk: every scratch folder is emptied, the killed
@@ -179,13 +189,12 @@ def test_a_study_on_three_nodes_sharing_only_a_bucket_survives_a_killed_node(
     # were cached on their node's scratch folder only; the driver's stayed empty
     cached = {name: cached_files(folder) for name, folder in scratch.items()}
     assert cached["cam_node"] == set()
-    assert cached["affinity_node"] and all("/affinity/aff/" in f for f in cached["affinity_node"])
+    assert cached["affinity_node"] and all("/affinity/crf/" in f for f in cached["affinity_node"])
     assert cached["final_node"] and all("/affinity/rw/" in f for f in cached["final_node"])
     assert not (tmp_path / "driver").exists() or cached_files(tmp_path / "driver") == set()
     # the interrupted trial continued from its checkpoint in the bucket: the process that
     # finished it began after the first epoch
-    (path,) = objects(study, "tune/affinity/*/result.json")
-    rows = [json.loads(line) for line in study.read_bytes(path).decode().splitlines() if line]
+    rows = result_rows(study, "tune/affinity/*/result.json")
     last = [r for r in rows if r["pid"] == rows[-1]["pid"]]
     assert last[-1]["done"] and 1 < last[0]["epoch"]
     assert [r["epoch"] for r in last[:-1]] == list(range(last[0]["epoch"], EPOCHS + 1))
