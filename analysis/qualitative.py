@@ -1,5 +1,6 @@
 """The qualitative figure (as the paper's Figs. 2 and 5): image, foreground CAM heat map,
-CAM pseudo-label, final prediction and ground truth, one row per image id of a stored trial."""
+CAM pseudo-label, AffinityNet label, final prediction and ground truth, one row per image id of
+a stored trial."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from PIL import Image
 
 from analysis.trials import open_location, read_bytes
 
-COLUMNS = ("image", "CAM (foreground)", "pseudo-label", "final prediction", "ground truth")
+COLUMNS = ("image", "CAM (foreground)", "pseudo-label", "AffinityNet label", "final prediction",
+           "ground truth")
 VOID = 255
 
 
@@ -26,6 +28,7 @@ class ArtefactPaths:
 
     cam: str = "cam/cams/{id}.npz"  # see `foreground_heat` for the two layouts read
     pseudo_label: str = "cam/labels/{id}.png"
+    affinity_label: str = "affinity/rw/{id}.png"  # the random walk's labels
     prediction: str = "final/pred/{id}.png"
     image: str = "JPEGImages/{id}.jpg"
     ground_truth: str = "SegmentationClass/{id}.png"
@@ -99,6 +102,7 @@ def qualitative_figure(trial_dir: str, data_root: str, ids: list[str],
             continue
         sources = ((trial_fs, trial, paths.cam, "CAM"),
                    (trial_fs, trial, paths.pseudo_label, "pseudo-label"),
+                   (trial_fs, trial, paths.affinity_label, "AffinityNet label"),
                    (trial_fs, trial, paths.prediction, "final prediction"),
                    (data_fs, root, paths.ground_truth, "ground truth"))
         for fs, folder, template, what in sources:
@@ -133,7 +137,10 @@ def _labels(content: bytes) -> np.ndarray:
 
 
 def _draw(rows: list[tuple[str, list]]) -> Figure:
-    figure = Figure(figsize=(2.2 * len(COLUMNS), 1.9 * len(rows)), layout="constrained")
+    height, width = rows[0][1][0].shape[:2]  # panels take the first image's aspect
+    aspect = min(2.0, max(0.5, width / height))
+    figure = Figure(figsize=(1.9 * aspect * len(COLUMNS) + 0.3, 1.9 * len(rows) + 0.3),
+                    layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(rows), len(COLUMNS), squeeze=False)
     for r, (image_id, panels) in enumerate(rows):

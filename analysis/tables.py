@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.methods import STAGE_LABELS, is_missing, method_label, method_rank
+from analysis.methods import (
+    STAGE_LABELS,
+    is_missing,
+    method_label,
+    method_rank,
+    published_backbone,
+)
 from analysis.output import write_text
 from analysis.stats import (
     DASH,
@@ -200,7 +206,8 @@ def _published(paper: pd.DataFrame, record: dict | None, match: tuple[str, ...])
         return None
     candidates = [p for p in paper.to_dict("records")
                   if key_of(p, list(match)) == key_of(record, list(match))]
-    same = [p for p in candidates if key_of(p, ["backbone"]) == key_of(record, ["backbone"])]
+    backbone = published_backbone(record.get("backbone"))
+    same = [p for p in candidates if key_of(p, ["backbone"]) == (backbone,)]
     return (same or candidates or [None])[0]
 
 

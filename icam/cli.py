@@ -1,8 +1,11 @@
-"""Command-line error handling: one clear last line on the console, the traceback in a log.
+"""The command lines' console and log: icam's own lines on the console, the rest in a log, and
+one clear last line for an error.
 
 Every entry point (`python -m icam.pipeline`, `studies/*.py`) runs its work through
-`run_guarded`, so bad input ends with exit code 2 and a line that names the problem, and the
-full traceback is kept in a log file whose path is printed.
+`run_guarded`. The run writes a log, `<storage>/logs/<name>-<time>-<pid>.log`, holding what
+other code prints (Ray Tune's reporter, Ray's log records, warnings; on the console too with
+`--verbose`, see `icam.console`). Bad input ends with exit code 2 and a line that names the
+problem, and the full traceback goes to the log, whose path the line gives.
 """
 
 from __future__ import annotations
@@ -50,28 +53,32 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {message}"
 
 
-def run_guarded(work: Callable[[], int], storage: str | os.PathLike | None, name: str) -> int:
-    """Run `work()`; on an error write the traceback to a log and print one line naming it.
+def log_path(storage: str | os.PathLike | None, name: str) -> Path:
+    """A new run's log: `<storage>/logs/<name>-<time>-<pid>.log` (the temp folder when storage
+    is not a writable local folder)."""
+    return _log_dir(storage) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
-    The log is `<storage>/logs/<name>-<time>-<pid>.log` (the temp folder when storage is not a
-    writable local folder). KeyboardInterrupt is reported the same way (what finished is kept;
-    re-run to resume).
+
+def run_guarded(work: Callable[[], int], storage: str | os.PathLike | None, name: str,
+                verbose: bool = False, log: Path | None = None) -> int:
+    """Run `work()` with the console captured into the log `log` (default: a new `log_path`;
+    echoed with `verbose`); on an error write the traceback to the log and print one line
+    naming it. KeyboardInterrupt is reported the same way (what finished is kept; re-run to
+    resume).
     """
-    try:
-        return work()
-    except KeyboardInterrupt:
-        log = _write_log(storage, name)
-        print(f"\ninterrupted: finished work is kept; run the same command to resume "
-              f"(log: {log})", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - every error ends in one line + a log
-        log = _write_log(storage, name)
-        print(f"error: {describe(err)} (traceback: {log})", file=sys.stderr)
-        return 2
+    from icam.console import capture
 
-
-def _write_log(storage: str | os.PathLike | None, name: str) -> Path:
-    """The traceback being handled, in a new log file; returns its path."""
-    log = _log_dir(storage) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    log.write_text(traceback.format_exc())
-    return log
+    path = log or log_path(storage, name)
+    with open(path, "a", encoding="utf-8", buffering=1) as log:  # line by line: kept on a crash
+        with capture(log, verbose):
+            try:
+                return work()
+            except KeyboardInterrupt:
+                log.write(traceback.format_exc())
+                message, code = ("\ninterrupted: finished work is kept; run the same command "
+                                 f"to resume (log: {path})"), 130
+            except Exception as err:  # noqa: BLE001 - every error ends in one line + a log
+                log.write(traceback.format_exc())
+                message, code = f"error: {describe(err)} (traceback: {path})", 2
+    print(message, file=sys.stderr)
+    return code

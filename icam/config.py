@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 FORMULATIONS = ("icam", "seam")
 POOLINGS = ("avg", "max")
-BACKBONES = ("resnet38", "tiny")
+BACKBONES = ("resnet38", "res2net101", "tiny", "tiny-r2n")
 STAGES = ("cam", "affinity", "final")
 
 
@@ -103,7 +103,7 @@ class TrainConfig:
 
     backbone: str = "resnet38"
     weights: str | None = None  # backbone weights: .params / .pth / .npz or a built-in name
-    output_stride: int = 8  # resnet38: 8; tiny: 4 or 8
+    output_stride: int = 8  # resnet38, res2net101: 8; tiny: 4 or 8
     frozen_bn: bool = True  # backbone batch norm keeps its pre-trained statistics
     crop: int = 448
     resize_long: tuple[int, int] = (448, 768)  # random long-side resize (CAM, AffinityNet)
@@ -122,10 +122,11 @@ class TrainConfig:
     bf16: bool = False  # autocast to bfloat16 on CUDA
     channels_last: bool = False
     max_train_images: int | None = None  # use a prefix of the training list (quick runs)
+    extended: bool = False  # final stage: PMM's extended training (icam.extended), "et" rows
 
     def __post_init__(self) -> None:
         _check(self.backbone in BACKBONES, "backbone", self.backbone, " | ".join(BACKBONES))
-        strides = (8,) if self.backbone == "resnet38" else (4, 8)
+        strides = (8,) if self.backbone in ("resnet38", "res2net101") else (4, 8)
         _check(self.output_stride in strides, "output_stride", self.output_stride,
                f"{' | '.join(map(str, strides))} for backbone {self.backbone}")
         _check(isinstance(self.frozen_bn, bool), "frozen_bn", self.frozen_bn, "true | false")
@@ -151,10 +152,16 @@ class TrainConfig:
                self.weight_decay, "a number >= 0")
         _check(_is_real(self.poly_power) and self.poly_power >= 0, "poly_power",
                self.poly_power, "a number >= 0")
+        _check(isinstance(self.extended, bool), "extended", self.extended, "true | false")
         scales = self.infer_scales
         _check(isinstance(scales, tuple) and len(scales) >= 1
                and all(_is_real(s) and s > 0 for s in scales), "infer_scales", scales,
                "one or more numbers > 0")
+
+    def columns(self) -> dict:
+        """This stage's trials.csv columns: `backbone`, and `training` ("et" for extended
+        training, blank otherwise: Table 5's names)."""
+        return {"backbone": self.backbone, "training": "et" if self.extended else ""}
 
 
 _PAPER = {  # the code as run (reference-facts.md, "As run"); Table 1's text in comments
@@ -198,6 +205,9 @@ class PipelineConfig:
                "an integer >= 0")
         _check(self.preset in TRAIN_PRESETS, "preset", self.preset,
                " | ".join(TRAIN_PRESETS))
+        for stage in ("cam", "affinity"):
+            _check(not getattr(self, stage).extended, f"{stage}.extended", True,
+                   "false (extended training is the final stage's: final.extended)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from ray import tune
 
+from icam import progress
 from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
 from icam.stages.common import read_done, trial_key
@@ -100,6 +102,11 @@ class StudyPaths:
     workdir: str | None  # the nodes' cache folder (None: each node's default)
 
     @property
+    def local(self) -> Path | None:
+        """The study's folder on this machine's disk; None for an object store."""
+        return self.root.local
+
+    @property
     def tune(self) -> Storage:
         return self.root / "tune"
 
@@ -147,8 +154,10 @@ def collect_trials(study: str, artefacts: str | os.PathLike | Storage) -> pd.Dat
                        "seed": pipeline.seed, "stage": stage, "split": split}
                 row.update({m: done.get(f"{stage}/{split}/{m}") for m in METRICS})
                 row.update(pipeline.method.columns())
+                row.update(getattr(pipeline, stage).columns())
                 rows.append(row)
-    columns = list(CSV_COLUMNS) + list(PipelineConfig().method.columns())
+    defaults = PipelineConfig()
+    columns = [*CSV_COLUMNS, *defaults.method.columns(), *defaults.final.columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -225,8 +234,44 @@ def trial_resources(res: dict, gpu: float) -> dict:
 
 
 def _trial_name(trial) -> str:
-    """A Tune trial's (or result's) name: the trial key of its configuration."""
+    """A Tune trial's (or result's) name: the trial key of its configuration (Tune's name for
+    a trial without one, such as the search's)."""
+    if "pipeline" not in trial.config:
+        return str(trial)
     return trial_key(PipelineConfig.from_dict(trial.config["pipeline"]))
+
+
+class TrialConsole(tune.Callback):
+    """A line per trial of `stage` as it starts, fails or ends (elapsed time, J/F), and the
+    trials' running tasks on the status line (`icam.progress`). Tune stores its callbacks with
+    the experiment, so this holds only the stage's name."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def _owner(self, trial) -> str:
+        return f"{self.stage} {_trial_name(trial)}"
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        progress.announce(self._owner(trial))
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        progress.finish(self._owner(trial), "lost its worker after {elapsed}; resuming from "
+                        "its last checkpoint", ended=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        progress.finish(self._owner(trial), "failed after {elapsed}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        metrics = progress.result_line(self.stage, result)
+        # the worker's time from its setup (Tune announces a trial once set up)
+        seconds = result["wall_time"] - result["setup_at"] if "setup_at" in result else None
+        progress.finish(self._owner(trial), "done in {elapsed}" + (
+            f"  {metrics}" if metrics else ""), seconds=seconds)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        progress.show_board()
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -254,8 +299,6 @@ def _experiment_name(stage: str, keys: list[str], existing: dict) -> str:
 def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data_root: str,
                resources: dict, max_failures: int, verbose: int) -> list[tuple[str, str]]:
     """Run `stage` for the trials that lack its DONE.json; returns its failures (`_failure`)."""
-    from ray import tune
-
     record = paths.root.read_json(EXPERIMENTS) if paths.root.exists(EXPERIMENTS) else {}
     experiments = record.setdefault(stage, {})
     tune_path, tune_fs = tune_location(paths.tune)
@@ -300,7 +343,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=tune_path, storage_filesystem=tune_fs, stop={"done": True},
-            verbose=verbose,
+            verbose=verbose, callbacks=[TrialConsole(stage)],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1,
                                                     checkpoint_at_end=True)))
@@ -327,12 +370,13 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> str:
 
 
 def start_ray(address: str | None = None) -> None:
-    """Connect to `address` (a running cluster) or start a local Ray, unless connected.
+    """Connect to `address` (a running cluster, default $RAY_ADDRESS) or start a local Ray,
+    unless connected.
 
-    The console keeps Tune's progress reporter and our one-line errors: workers' output stays
-    in Ray's session logs, Tune does not print failed trials' tracebacks (run_study puts them
-    in its StudyError, which the command line writes to its log) nor warn about its frequent
-    experiment-state snapshots.
+    Workers' output stays in Ray's session logs (the driver's, Tune's reporter included, goes
+    to the run's log: `icam.console`), Tune does not print failed trials' tracebacks
+    (run_study puts them in its StudyError, which the command line writes to its log) nor
+    warn about its frequent experiment-state snapshots.
     """
     import ray
 
@@ -340,8 +384,12 @@ def start_ray(address: str | None = None) -> None:
     # every trial checkpoints each step, so Tune's forced state snapshots come often; on a
     # study's scale they are cheap and its warning about them is noise
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():  # "local": never join a cluster found on this machine
-        ray.init(address=address or "local", log_to_driver=False)
+    if not ray.is_initialized():
+        # without an address Ray would join any Ray it finds running on this machine (another
+        # user's included): start a local one unless told otherwise (RAY_ADDRESS, as `ray job
+        # submit` sets it)
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, log_to_driver=False)
 
 
 def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
@@ -352,7 +400,8 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
 
     resources: {"cpu": c, "gpu": g} per trial, or {stage: {...}} per stage; g a number (0.25
     lets four trials share a GPU) or "auto" (the default). Starts a local Ray when none runs.
-    Raises StudyError (after writing trials.csv) when trials failed.
+    Raises StudyError (after writing trials.csv) when trials failed, and KeyboardInterrupt
+    when Tune was interrupted (Ctrl-C: it stops its trials and saves its state).
     """
     for stage in STAGES:
         stage_resources(resources, stage)
@@ -361,12 +410,20 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
     for trial in spec.trials:
         (paths.artefacts / trial_key(trial)).write_json("config.json", trial.to_dict())
     start_ray()
+    progress.open_board()
     errors = []
     trials = list(spec.trials)
     for stage in spec.stages:
-        errors += _run_stage(stage, trials, paths, root, resources, max_failures, verbose)
-        trials = [t for t in trials
-                  if read_done(paths.artefacts / trial_key(t) / stage) is not None]
+        failed = _run_stage(stage, trials, paths, root, resources, max_failures, verbose)
+        errors += failed
+        done = [t for t in trials
+                if read_done(paths.artefacts / trial_key(t) / stage) is not None]
+        if len(trials) - len(done) > len(failed):
+            # Tune ended trials that neither finished nor failed: it was interrupted (Ctrl-C),
+            # so the study stops here rather than going on to the next stage
+            write_trials_csv(spec.name, paths)
+            raise KeyboardInterrupt(f"{stage}: {len(trials) - len(done)} trial(s) interrupted")
+        trials = done
     df = write_trials_csv(spec.name, paths)
     if errors or len(trials) < len(spec.trials):
         lost = len(spec.trials) - len(trials)

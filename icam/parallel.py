@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from tqdm import tqdm
+from icam import progress as progress_of
 
 CHUNKS_PER_CPU = 4
 """Chunks submitted per cluster CPU: small enough chunks to balance the load."""
@@ -37,13 +37,12 @@ def map_items(fn: Callable, items: Sequence, desc: str = "", num_cpus: float = 1
     """[fn(item) for item in items], as Ray tasks of `num_cpus` CPUs when Ray is running.
 
     `fn` must be picklable by cloudpickle (a module-level function or a closure over small
-    values). A progress bar is shown when `progress` is set and this is not a Ray worker or
-    actor (a Tune trial reports through Tune instead).
+    values). With `progress`, the items done are shown as the task `desc` (`icam.progress`:
+    on the console, or from a Tune trial on the driver's console).
     """
     items = list(items)
     ray = _ray_if_running()
-    show = progress and (ray is None or ray.get_runtime_context().get_actor_id() is None)
-    with tqdm(total=len(items), desc=desc, disable=not show, leave=False) as bar:
+    with progress_of.task(desc, len(items), enabled=progress) as bar:
         if ray is None or len(items) <= 1:
             results = []
             for item in items:

@@ -2,11 +2,13 @@
 
     python -m icam.pipeline [--data-root DIR] [--storage DIR] [--preset cpu|paper]
         [--method icam|seam|seam+is|seam+fsl|icam-early] [--seed S] [--gpus-per-trial G]
-        [--cpus-per-trial C] [--address ADDR] [--study NAME]
+        [--cpus-per-trial C] [--address ADDR] [--study NAME] [--verbose]
 
 With no --data-root it runs on the embedded synthetic benchmark (generated once into a cache
 folder); with no --storage it writes to ./results. Re-running the same command resumes and
-repeats nothing that finished. Prints J, F and J&F per stage and split at the end.
+repeats nothing that finished. Prints a line per stage as it starts and ends, a progress bar
+inside it, J, F and J&F per stage and split at the end, and the paths of the run's log, its
+report (`<storage>/<study>/report.md`) and its qualitative figure (`qualitative.png`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="CPUs of the trial (default: all CPUs of the smallest node)")
     p.add_argument("--address", help="a running Ray cluster (default: start a local Ray)")
     p.add_argument("--study", default="pipeline", help="study name (default: pipeline)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray Tune's reporter and Ray's logs (always in the log)")
     return p.parse_args(argv)
 
 
@@ -58,8 +62,10 @@ def format_table(df, trial_id: str) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, log: str) -> int:
+    from icam.console import say
     from icam.harness import StudySpec, resolve_data_root, run_study, start_ray, study_paths
+    from icam.report import write_report
     from icam.stages.common import trial_key
     from icam.study import parse_gpu
 
@@ -69,21 +75,33 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--cpus-per-trial={args.cpus_per_trial} is invalid: allowed >= 1")
     spec = StudySpec(args.study, [config])
     data_root = resolve_data_root(args.data_root)
-    study_paths(args.storage, spec.name)  # fails early when the storage is not writable
+    paths = study_paths(args.storage, spec.name)  # fails early when storage is not writable
+    say(f"{spec.name}: {config.method.name}, seed {config.seed}, preset {config.preset}; data "
+        f"{data_root}; results in {paths.root}")
     start_ray(args.address)
     cpus = args.cpus_per_trial or node_cpus()
     start = time.perf_counter()
     df = run_study(spec, args.storage, {"cpu": cpus, "gpu": gpu}, data_root=data_root)
-    print(f"\n{trial_key(config)}: {time.perf_counter() - start:.0f} s")
-    print(format_table(df, trial_key(config)))
+    say(f"\n{trial_key(config)}: {time.perf_counter() - start:.0f} s")
+    say(format_table(df, trial_key(config)))
+    say(f"\nlog: {log}")
+    if paths.local is None:
+        say(f"trials: {paths.trials_csv} (no report for an object storage)")
+        return 0
+    report = write_report(spec.name, paths.local, data_root, str(paths.tune), df)
+    if report.figure is not None:
+        say(f"qualitative: {report.figure}")
+    say(f"report: {paths.local / 'report.md'}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from icam.cli import run_guarded
+    from icam.cli import log_path, run_guarded
 
     args = parse_args(argv)
-    return run_guarded(lambda: run(args), storage=args.storage, name="pipeline")
+    log = log_path(args.storage, "pipeline")
+    return run_guarded(lambda: run(args, log), storage=args.storage, name="pipeline",
+                       verbose=args.verbose, log=log)
 
 
 if __name__ == "__main__":

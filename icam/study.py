@@ -24,11 +24,25 @@ _BOOLEAN = {"true": True, "on": True, "1": True, "false": False, "off": False, "
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A row of a study that differs in more than method settings: a method preset and
+    training overrides per stage (Table 5's rows with extended training or another final
+    backbone); `note` is printed with the trials (e.g. what stands in for what)."""
+
+    method: str
+    train: dict[str, dict] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Study:
     """A grid of method settings over a base method preset.
 
-    grid: {field: values}; the field "method" picks method presets (baseline comparisons).
+    grid: {field: values}; the field "method" picks method presets (baseline comparisons),
+    the field "variant" picks rows of `variants`.
     quick: the reduced grid of the embedded default (no arguments).
+    variants: the parsed command line -> {name: Variant} (the preset may decide a row's
+    backbone); the variant's training overrides win over --set and --weights.
     """
 
     name: str
@@ -39,6 +53,7 @@ class Study:
     quick: dict[str, Sequence] | None = None
     stages: tuple[str, ...] = STAGES
     extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    variants: Callable[[argparse.Namespace], dict[str, Variant]] | None = None
 
 
 def parse_value(key: str, text: str):
@@ -48,7 +63,7 @@ def parse_value(key: str, text: str):
         if lowered not in _BOOLEAN:
             raise ValueError(f"grid value {key}={text!r} is invalid: allowed true | false")
         return _BOOLEAN[lowered]
-    if key in ("method", "pooling", "formulation", "rv_pooling"):
+    if key in ("method", "variant", "pooling", "formulation", "rv_pooling"):
         return text.strip()
     try:
         number = float(text)
@@ -138,23 +153,35 @@ def parse_gpu(text: str):
 
 
 def expand(study: Study, grid: dict[str, Sequence], seeds: Sequence[int], preset: str,
-           train_overrides: dict | None = None) -> list:
+           train_overrides: dict | None = None,
+           variants: dict[str, Variant] | None = None) -> list:
     """Every combination of the grid (in order) x seeds, as validated PipelineConfigs."""
     keys = list(grid)
     trials = []
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
-        base = point.pop("method", study.base)
+        variant = _variant(point.pop("variant", None), variants)
+        base = point.pop("method", variant.method if variant else study.base)
         settings = {**study.fixed, **point}
         method_config(base, **settings)  # validates before any seed is expanded
+        overrides = {s: {**(train_overrides or {}).get(s, {}),
+                         **(variant.train.get(s, {}) if variant else {})} for s in STAGES}
         for seed in seeds:
             config = pipeline_config(preset, base, seed=seed, **settings)
-            if train_overrides:
-                stages = {s: replace(getattr(config, s), **train_overrides.get(s, {}))
-                          for s in STAGES}
-                config = replace(config, **stages)
+            if any(overrides.values()):
+                config = replace(config, **{s: replace(getattr(config, s), **overrides[s])
+                                            for s in STAGES})
             trials.append(config)
     return trials
+
+
+def _variant(name: str | None, variants: dict[str, Variant] | None) -> Variant | None:
+    if name is None:
+        return None
+    if not variants or name not in variants:
+        allowed = " | ".join(variants or {}) or "none in this study"
+        raise ValueError(f"grid value variant={name!r} is invalid: allowed {allowed}")
+    return variants[name]
 
 
 QUICK_TRAIN = {
@@ -207,6 +234,8 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         help="print the trials and their resources; run nothing")
     parser.add_argument("--out", help="where tables and figures go (default: "
                         "<storage>/<study>/analysis)")
+    parser.add_argument("--verbose", action="store_true", help="also show Ray Tune's "
+                        "reporter and Ray's logs (always in the run's log)")
     if study.extra_arguments:
         study.extra_arguments(parser)
     return parser
@@ -236,7 +265,8 @@ def resolve(study: Study, args: argparse.Namespace):
             raise ValueError(f"--set {stage}.{unknown[0]}: unknown setting; allowed "
                              f"{', '.join(sorted(known))}")
         train_config(args.preset, stage, **overrides.get(stage, {}))
-    trials = expand(study, grid, seeds, args.preset, overrides)
+    variants = study.variants(args) if study.variants else None
+    trials = expand(study, grid, seeds, args.preset, overrides, variants)
     if args.cpus_per_trial < 1:
         raise ValueError(f"--cpus-per-trial {args.cpus_per_trial} is invalid: an integer >= 1")
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
@@ -247,24 +277,27 @@ def resolve(study: Study, args: argparse.Namespace):
 
 
 def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str, ...]) -> None:
+    from icam.console import say
     from icam.stages.common import trial_key
 
     columns = ["trial_id", "seed", "method", "lambda", "pooling", "num_samples", "fsl", "mu",
                "sigma"]
+    if study.variants:  # the final stage's network and training set the rows apart
+        columns[3:3] = ["backbone", "training"]
     rows = []
     for t in trials:
-        cols = t.method.columns()
-        rows.append([trial_key(t), str(t.seed)] + [str(cols[c]) for c in columns[2:]])
+        cols = {**t.method.columns(), **t.final.columns()}
+        rows.append([trial_key(t), str(t.seed)] + [str(cols[c]) or "-" for c in columns[2:]])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     shared = resources.get(STAGES[0], resources)
     custom = {s: resources[s]["custom"] for s in stages if resources.get(s, {}).get("custom")}
-    print(f"study {study.name}: stages {', '.join(stages)}; each trial requests "
-          f"{{'cpu': {shared['cpu']}, 'gpu': {shared['gpu']!r}}} per stage"
-          + "".join(f"; {s} also {c}" for s, c in custom.items()))
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    say(f"study {study.name}: stages {', '.join(stages)}; each trial requests "
+        f"{{'cpu': {shared['cpu']}, 'gpu': {shared['gpu']!r}}} per stage"
+        + "".join(f"; {s} also {c}" for s, c in custom.items()))
+    say("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-    print(f"{len(trials)} trials")
+        say("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    say(f"{len(trials)} trials")
 
 
 def run(study: Study, argv: Sequence[str] | None = None,
@@ -279,37 +312,47 @@ def run(study: Study, argv: Sequence[str] | None = None,
         args.quick, args.seeds = True, "1"
         print(f"{study.name}: no arguments, running the embedded default (synthetic data, "
               "cpu preset, reduced grid, one seed); --help lists the options")
-    from icam.cli import run_guarded
+    from icam.cli import log_path, run_guarded
 
-    return run_guarded(lambda: _run(study, args, after), storage=args.storage, name=study.name)
+    log = log_path(args.storage, study.name)
+    return run_guarded(lambda: _run(study, args, after, log), storage=args.storage,
+                       name=study.name, verbose=args.verbose, log=log)
 
 
-def _run(study: Study, args: argparse.Namespace, after) -> int:
+def _run(study: Study, args: argparse.Namespace, after, log) -> int:
     """Validate the command line (before Ray starts), then print the dry run or execute."""
-    _, _, trials, resources = resolve(study, args)
+    from icam.console import say
+
+    grid, _, trials, resources = resolve(study, args)
+    if study.variants:
+        variants = study.variants(args)
+        for name in grid.get("variant", []):
+            if variants[name].note:
+                say(f"note: {name}: {variants[name].note}")
     stages = STAGES[:STAGES.index(args.stages) + 1]
     if study.stages != STAGES:
         stages = tuple(s for s in stages if s in study.stages)
     if args.dry_run:
         print_dry_run(study, trials, resources, stages)
         return 0
-    return _execute(study, args, trials, resources, stages, after)
+    return _execute(study, args, trials, resources, stages, after, log)
 
 
-def _execute(study, args, trials, resources, stages, after) -> int:
-    from icam.harness import StudySpec, run_study, start_ray, study_paths
+def _execute(study, args, trials, resources, stages, after, log) -> int:
+    from icam.console import say
+    from icam.harness import StudySpec, resolve_data_root, run_study, start_ray, study_paths
 
+    data_root = resolve_data_root(args.data_root)
+    paths = study_paths(args.storage, study.name, args.workdir)
+    say(f"{study.name}: {len(trials)} trial(s), stages {', '.join(stages)}; data {data_root}; "
+        f"results in {paths.root}")
     if args.address:
         start_ray(args.address)
     df = run_study(StudySpec(study.name, tuple(trials), stages), storage=args.storage,
-                   resources=resources, data_root=args.data_root, workdir=args.workdir)
-    paths = study_paths(args.storage, study.name, args.workdir)
+                   resources=resources, data_root=data_root, workdir=args.workdir)
     outputs = list(after(args, df, paths.root)) if after else []
-    out = Path(args.out) if args.out else None
-    outputs += write_outputs(study.name, paths.root, out)
-    print(f"trials: {paths.trials_csv}")
-    for path in outputs:
-        print(f"wrote: {path}")
+    outputs += write_outputs(study.name, paths.root, Path(args.out) if args.out else None)
+    finish_report(study.name, paths, data_root, log, outputs)
     return 0
 
 
@@ -330,3 +373,28 @@ def write_outputs(name: str, root, out: Path | None) -> list[str]:
             relative = path.relative_to(folder).as_posix()
             target.write_bytes(path.read_bytes(), relative)
         return [str(target / Path(p).relative_to(folder).as_posix()) for p in written]
+
+
+def finish_report(name: str, paths, data_root: str, log, outputs: list) -> None:
+    """The study's report (`icam.report`; on a local storage) and the last lines: the J/F
+    table, then the paths of the tables and figures, the log, the qualitative figure and the
+    report."""
+    from icam.console import say
+    from icam.report import write_report
+
+    report = None
+    if paths.local is not None:
+        report = write_report(name, paths.local, data_root, str(paths.tune))
+        say("")
+        say(report.table.strip())
+        say("")
+    say(f"trials: {paths.trials_csv}")
+    for path in outputs:
+        say(f"wrote: {path}")
+    say(f"log: {log}")
+    if report is None:
+        say(f"report: none for an object storage; the tables are in {paths.root / 'analysis'}")
+        return
+    if report.figure is not None:
+        say(f"qualitative: {report.figure}")
+    say(f"report: {paths.local / 'report.md'}")

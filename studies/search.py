@@ -79,19 +79,23 @@ def main(argv=None) -> int:
         print(f"{args.num_trials} trials")
         return 0
 
-    from icam.cli import run_guarded
+    from icam.cli import log_path, run_guarded
 
-    return run_guarded(lambda: run_search(args, stages, gpu), storage=args.storage,
-                       name="search")
+    log = log_path(args.storage, "search")
+    return run_guarded(lambda: run_search(args, stages, gpu, log), storage=args.storage,
+                       name="search", verbose=args.verbose, log=log)
 
 
-def run_search(args, stages: tuple, gpu) -> int:
+def run_search(args, stages: tuple, gpu, log) -> int:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from icam import progress
     from icam.config import pipeline_config
+    from icam.console import say
     from icam.harness import (
+        TrialConsole,
         resolve_data_root,
         resolve_gpu,
         start_ray,
@@ -99,7 +103,7 @@ def run_search(args, stages: tuple, gpu) -> int:
         write_trials_csv,
     )
     from icam.storage import tune_location
-    from icam.study import parse_seeds, write_outputs
+    from icam.study import finish_report, parse_seeds, write_outputs
 
     seed = parse_seeds(args.seeds)[0]
     base = pipeline_config(args.preset, "icam", seed=seed)
@@ -110,6 +114,9 @@ def run_search(args, stages: tuple, gpu) -> int:
     start_ray(args.address)
     data_root = resolve_data_root(args.data_root)
     paths = study_paths(args.storage, "search", args.workdir)
+    say(f"search: {args.num_trials} proposals, stages {', '.join(stages)}; data {data_root}; "
+        f"results in {paths.root}")
+    progress.open_board()
     share = resolve_gpu(gpu, "cam", base)
     trainable = tune.with_resources(trial_function, {"cpu": args.cpus_per_trial, "gpu": share})
     tune_path, tune_fs = tune_location(paths.tune)
@@ -130,16 +137,15 @@ def run_search(args, stages: tuple, gpu) -> int:
                                         grace_period=1, reduction_factor=2),
                 num_samples=args.num_trials),
             run_config=tune.RunConfig(name="optuna", storage_path=tune_path,
-                                      storage_filesystem=tune_fs))
+                                      storage_filesystem=tune_fs,
+                                      callbacks=[TrialConsole("search")]))
     best = tuner.fit().get_best_result(metric="JF", mode="max", scope="last")
     write_trials_csv("search", paths)
     outputs = write_outputs("search", paths.root, Path(args.out) if args.out else None)
-    print(f"best: J&F {best.metrics['JF']:.1f} at "
-          + ", ".join(f"{k}={best.config[k]:.3g}" for k in ("lam", "mu", "sigma"))
-          + f", num_samples={best.config['num_samples']}")
-    print(f"trials: {paths.trials_csv}")
-    for p in outputs:
-        print(f"wrote: {p}")
+    say(f"best: J&F {best.metrics['JF']:.1f} at "
+        + ", ".join(f"{k}={best.config[k]:.3g}" for k in ("lam", "mu", "sigma"))
+        + f", num_samples={best.config['num_samples']}")
+    finish_report("search", paths, data_root, log, outputs)
     return 0
 
 

@@ -337,20 +337,24 @@ def test_make_all_on_a_storage(tmp_path):
 def test_qualitative_figure(tmp_path):
     data, trial = tmp_path / "VOCdevkit" / "VOC2012", tmp_path / "trial"
     for folder in (data / "JPEGImages", data / "SegmentationClass", trial / "cam" / "cams",
-                   trial / "cam" / "labels", trial / "final" / "pred"):
+                   trial / "cam" / "labels", trial / "affinity" / "rw", trial / "final" / "pred"):
         folder.mkdir(parents=True)
     mask = np.zeros((6, 8), np.uint8)
     mask[2:4, 2:6] = 15
     Image.fromarray(np.full((6, 8, 3), 90, np.uint8)).save(data / "JPEGImages" / "a.jpg")
     Image.fromarray(mask).save(data / "SegmentationClass" / "a.png")
     Image.fromarray(mask).save(trial / "cam" / "labels" / "a.png")
+    Image.fromarray(np.where(mask > 0, 3, 0).astype(np.uint8)).save(trial / "affinity" / "rw" /
+                                                                    "a.png")
     np.savez(trial / "cam" / "cams" / "a.npz", cams=np.ones((1, 6, 8), np.float32) * 0.5,
              classes=np.array([14]), size=np.array([6, 8]))
     figure, messages = qualitative_figure(str(trial), str(tmp_path / "VOCdevkit"), ["a", "b"])
-    assert len(figure.axes) == 5  # one row (b has no image): five panels
-    assert sum(len(ax.images) for ax in figure.axes) == 5  # image, CAM over image, 2 labels
+    assert len(figure.axes) == 6  # one row (b has no image): six panels
+    assert sum(len(ax.images) for ax in figure.axes) == 6  # image, CAM over image, 3 labels
     label = figure.axes[2].images[0].get_array()
     assert tuple(label[2, 2]) == (192, 128, 128) and tuple(label[0, 0]) == (0, 0, 0)
+    affinity = figure.axes[3].images[0].get_array()  # class 3 (bird) in VOC's colour map
+    assert tuple(affinity[2, 2]) == (128, 128, 0) and tuple(affinity[0, 0]) == (0, 0, 0)
     assert any("b: skipped, image not found" in m for m in messages)
     assert any("a: final prediction not found" in m for m in messages)
 

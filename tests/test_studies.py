@@ -1,5 +1,6 @@
 """The study scripts: the paper's grids in dry runs, bad values before Ray, a tiny real run."""
 
+import re
 import runpy
 from pathlib import Path
 
@@ -18,7 +19,7 @@ PAPER_GRIDS = {  # trials at --seeds 5: grid points x 5
     "ablate_num_samples": 7 * 5,
     "baseline": 2 * 5,
     "contributions": 4 * 5,
-    "sota": 2 * 5,
+    "sota": 4 * 5,  # early ICAM, ICAM, ICAM Res38 et, ICAM R2N et
 }
 
 
@@ -35,7 +36,8 @@ def test_every_study_has_a_script():
 def test_dry_run_shows_the_papers_grid(name, count, capsys):
     module = load(name)
     assert module["run"](module["STUDY"], ["--dry-run", "--seeds", "5"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in capsys.readouterr().out.strip().splitlines()
+             if not line.startswith("note: ")]
     assert lines[-1] == f"{count} trials"
     assert len(lines) == count + 3  # header line, column names, one row per trial, count
     assert "'gpu': 'auto'" in lines[0]
@@ -120,6 +122,18 @@ def test_a_tiny_study_runs_and_a_rerun_trains_nothing(tmp_path, capsys, local_ra
     out = capsys.readouterr().out
     csv = storage / "ablate_mu" / "trials.csv"
     assert f"trials: {csv}" in out and "wrote: " in out
+    # the console: a start and an end line per trial (with J and F), the report's paths last;
+    # Ray Tune's reporter only in the run's log
+    keys = [p.name for p in (storage / "ablate_mu" / "artefacts").iterdir()]
+    lines = out.splitlines()
+    for key in keys:
+        assert f"cam      {key}  started" in lines
+        assert any(re.fullmatch(rf"cam      {key}  done in 0:\d\d  val J \d+\.\d F \d+\.\d "
+                                r"\(train J \d+\.\d F \d+\.\d\)", line) for line in lines)
+    assert lines[-1] == f"report: {storage / 'ablate_mu' / 'report.md'}"
+    assert lines[-2] == f"qualitative: {storage / 'ablate_mu' / 'qualitative.png'}"
+    log = Path(lines[-3].removeprefix("log: "))
+    assert "Trial status" in log.read_text() and "Trial status" not in out
     df = pd.read_csv(csv)
     assert len(df) == 2 * 2  # two mu values x (train, val), CAM stage only
     assert set(df["stage"]) == {"cam"} and sorted(set(df["mu"])) == [1.0, 2.5]

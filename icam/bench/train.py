@@ -43,7 +43,7 @@ def measure(args: argparse.Namespace, bf16: bool) -> dict:
     from icam.stages import TRAINERS
     from icam.stages.common import measure_training
 
-    preset = "paper" if args.backbone == "resnet38" else "cpu"
+    preset = "paper" if args.backbone in ("resnet38", "res2net101") else "cpu"
     pipeline = pipeline_config(preset, args.method)
     cfg = replace(getattr(pipeline, args.stage), backbone=args.backbone, crop=args.crop,
                   batch_size=args.batch, bf16=bf16, channels_last=args.channels_last)

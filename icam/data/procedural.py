@@ -72,7 +72,8 @@ def shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if name == "ell":
         return ((u >= -0.9) & (u <= -0.4) & (av <= 0.9)) | ((v >= 0.4) & (v <= 0.9) & (au <= 0.9))
     if name == "tee":
-        return ((v >= -0.9) & (v <= -0.45) & (au <= 0.9)) | ((au <= 0.25) & (v >= -0.9) & (v <= 0.9))
+        bar = (v >= -0.9) & (v <= -0.45) & (au <= 0.9)
+        return bar | ((au <= 0.25) & (v >= -0.9) & (v <= 0.9))
     if name == "arrow":
         head = (u >= 0.1) & (u <= 0.95) & (av <= 1.0 - u)
         return ((u >= -0.95) & (u <= 0.15) & (av <= 0.25)) | head

@@ -1,24 +1,30 @@
-"""Networks: the ResNet-38 and tiny backbones, and (in submodules) the CAM, AffinityNet and
-DeepLab-v1 heads."""
+"""Networks: the ResNet-38, Res2Net-101 and tiny backbones, and (in submodules) the CAM,
+AffinityNet and DeepLab-v1 heads."""
 
 from torch import nn
 
+from icam.models.res2net import Res2Net, res2net101_v1b_26w_4s
 from icam.models.resnet38 import ResNet38
 from icam.models.tiny import TinyBackbone
 
-BACKBONES = ("resnet38", "tiny")
+BACKBONES = ("resnet38", "res2net101", "tiny", "tiny-r2n")
 
 
 def build_backbone(name: str, output_stride: int = 8, frozen_bn: bool = True) -> nn.Module:
-    """A fresh backbone by name: "resnet38" (ResNet-38 A1, output stride 8) or "tiny"
-    (TinyBackbone(width=16), output stride 4 or 8); `frozen_bn` as in their constructors."""
+    """A fresh backbone by name: "resnet38" (ResNet-38 A1, output stride 8), "res2net101"
+    (Res2Net-101 v1b 26w×4s, output stride 8), "tiny" (TinyBackbone(width=16), output stride 4
+    or 8), or "tiny-r2n": the same tiny network under the name of the Res2Net-101 it stands in
+    for on the cpu preset, so that a study's R2N row stays its own trial and its own row of
+    Table 5. `frozen_bn` as in their constructors."""
+    if name in ("resnet38", "res2net101") and output_stride != 8:
+        raise ValueError(f"{name} has output stride 8, got output_stride={output_stride}")
     if name == "resnet38":
-        if output_stride != 8:
-            raise ValueError(f"resnet38 has output stride 8, got output_stride={output_stride}")
         return ResNet38(frozen_bn=frozen_bn)
-    if name == "tiny":
+    if name == "res2net101":
+        return res2net101_v1b_26w_4s(frozen_bn=frozen_bn)
+    if name in ("tiny", "tiny-r2n"):
         return TinyBackbone(width=16, output_stride=output_stride, frozen_bn=frozen_bn)
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
-__all__ = ["BACKBONES", "ResNet38", "TinyBackbone", "build_backbone"]
+__all__ = ["BACKBONES", "Res2Net", "ResNet38", "TinyBackbone", "build_backbone"]

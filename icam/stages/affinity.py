@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from icam import progress
 from icam.data.affinity import AffinityDataset, AffinityTrain, save_crf_scores
 from icam.data.voc import VOCLayout, load_image, save_mask
 from icam.inference import CONVENTIONS, crf_scores, load_cam
@@ -118,13 +119,15 @@ class AffinityStage(StageTrainable):
                                  voc_root=str(layout.root))
         cams = self.trial_dir / "cam" / "cams"
         block, scored = [], []
-        for k, image_id in enumerate(ids):
-            image = load_image(layout.image_path(image_id))
-            cam, _ = load_cam(cams / f"{image_id}.npz")
-            labels = random_walk_labels(model, image, cam, stride=self.cfg.output_stride,
-                                        device=self.trainer.device)
-            block.append((image_id, splits.get(image_id, ()), labels))
-            if len(block) == 64 or k == len(ids) - 1:
-                scored += map_items(work, block, desc="random walk labels")
-                block = []
+        with progress.task("random walk", len(ids)) as bar:
+            for k, image_id in enumerate(ids):
+                image = load_image(layout.image_path(image_id))
+                cam, _ = load_cam(cams / f"{image_id}.npz")
+                labels = random_walk_labels(model, image, cam, stride=self.cfg.output_stride,
+                                            device=self.trainer.device)
+                block.append((image_id, splits.get(image_id, ()), labels))
+                if len(block) == 64 or k == len(ids) - 1:
+                    scored += map_items(work, block, progress=False)
+                    bar.update(len(block))
+                    block = []
         return split_metrics(self.stage, [s for s in scored if s[1] is not None])

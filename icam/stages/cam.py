@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from icam import progress
 from icam.config import PipelineConfig
 from icam.data.transforms import ClassificationTrain
 from icam.data.voc import ClassificationDataset, InferenceDataset, VOCLayout, keep_item, save_mask
@@ -103,11 +104,13 @@ class CamStage(StageTrainable):
         loader = DataLoader(Subset(dataset, todo), batch_size=None, collate_fn=keep_item,
                             num_workers=self.cfg.num_workers)
         model = self.trainer.model.net.eval()
-        for image_id, image, views, label in loader:
-            cam = infer_cam(model, image, label.numpy(), views=views,
-                            formulation=self.pipeline.method.formulation,
-                            device=self.trainer.device)
-            save_cam(out / f"{image_id}.npz", cam, label.numpy())
+        with progress.task(f"CAM inference {split}", len(todo)) as bar:
+            for image_id, image, views, label in loader:
+                cam = infer_cam(model, image, label.numpy(), views=views,
+                                formulation=self.pipeline.method.formulation,
+                                device=self.trainer.device)
+                save_cam(out / f"{image_id}.npz", cam, label.numpy())
+                bar.update()
 
     def products(self) -> dict:
         layout = VOCLayout(self.data_root)

@@ -26,8 +26,9 @@ from ray import tune
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from icam import progress
 from icam.atomic import atomic_path, atomic_write
-from icam.config import PipelineConfig, TrainConfig
+from icam.config import STAGES, PipelineConfig, TrainConfig
 from icam.storage import Storage
 
 LR_MULTIPLIERS = (1, 2, 10, 20)
@@ -107,9 +108,19 @@ def load_state(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+KEY_NEUTRAL = {"extended": False}
+"""Stage settings added after studies were stored: at these values they stay out of the
+trial key, so stored trials keep their folders (and resume) across the addition."""
+
+
 def trial_key(pipeline: PipelineConfig) -> str:
     """`<method>-s<seed>-<hash of the whole configuration>`: a trial's folder name."""
-    text = json.dumps(pipeline.to_dict(), sort_keys=True)
+    values = pipeline.to_dict()
+    for stage in STAGES:
+        for name, neutral in KEY_NEUTRAL.items():
+            if values[stage].get(name) == neutral:
+                del values[stage][name]
+    text = json.dumps(values, sort_keys=True)
     digest = hashlib.sha1(text.encode()).hexdigest()[:10]
     return f"{pipeline.method.name}-s{pipeline.seed}-{digest}"
 
@@ -227,14 +238,18 @@ class StageTrainer:
         self.cfg: TrainConfig = getattr(pipeline, self.stage)
         self.device = device or training_device()
         self.max_iterations = max(1, max_iterations)
-        self.model = self.build_model().to(self.device)
-        if self.cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model.parameter_groups(), self.cfg)
-        self.model.register_forward_hook(self._check_outputs)
+        self.model, self.optimizer = self.fresh_model()
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(pipeline.seed, self.stage, "sampler"))
         self.iteration = 0
+
+    def fresh_model(self) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """A new model (pre-trained weights where configured) on the device, and its optimiser."""
+        model = self.build_model().to(self.device)
+        if self.cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.register_forward_hook(self._check_outputs)
+        return model, build_optimizer(model.parameter_groups(), self.cfg)
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
@@ -377,18 +392,16 @@ class StageTrainable(tune.Trainable):
         self.finished = read_done(self.stage_dir)
         if self.finished is not None:
             return
+        progress.attach(f"{self.stage} {trial_key(self.pipeline)}")
         if config.get("cpus"):
             torch.set_num_threads(max(1, int(config["cpus"])))
         cap_gpu_memory(config.get("gpu_fraction"))
         self.check_inputs()
         self.trial_dir.write_json("config.json", self.pipeline.to_dict())
         seed_everything(self.pipeline.seed)
-        dataset = self.train_dataset()
-        if self.cfg.max_train_images is not None:
-            dataset = Subset(dataset, range(min(len(dataset), self.cfg.max_train_images)))
-        self.dataset = dataset
-        self.batch_size = min(self.cfg.batch_size, len(dataset))
-        self.iterations_per_epoch = len(dataset) // self.batch_size
+        self.dataset = self.training_set()
+        self.batch_size = min(self.cfg.batch_size, len(self.dataset))
+        self.iterations_per_epoch = len(self.dataset) // self.batch_size
         if self.cfg.iterations is None:
             max_iterations = self.cfg.epochs * self.iterations_per_epoch
             self.iterations_per_step = self.iterations_per_epoch
@@ -398,6 +411,14 @@ class StageTrainable(tune.Trainable):
         self.trainer = self.trainer_cls(self.pipeline, max_iterations)
         self._batches = None
         self._batches_epoch = -1
+        self._training = None  # the training loop's progress (icam.progress.Task)
+
+    def training_set(self) -> Dataset:
+        """`train_dataset()`, cut to its first `max_train_images` items when that is set."""
+        dataset = self.train_dataset()
+        if self.cfg.max_train_images is not None:
+            dataset = Subset(dataset, range(min(len(dataset), self.cfg.max_train_images)))
+        return dataset
 
     # hooks
     def check_inputs(self) -> None:
@@ -448,11 +469,15 @@ class StageTrainable(tune.Trainable):
             return {**self.finished, "done": True}
         trainer = self.trainer
         if trainer.iteration >= trainer.max_iterations:
+            if self._training is not None:
+                self._training.close()
             metrics = self.products()
             self.stage_dir.write_json(DONE_FILE, metrics)
             self.finished = metrics
             return {**metrics, "done": True}
         count = min(self.iterations_per_step, trainer.max_iterations - trainer.iteration)
+        if self._training is None:
+            self._training = progress.task("training", trainer.max_iterations, trainer.iteration)
         sums: dict[str, list[float]] = {}
         start, images = time.perf_counter(), 0
         for _ in range(count):
@@ -460,6 +485,7 @@ class StageTrainable(tune.Trainable):
             for name, value in trainer.train_batch(batch).items():
                 sums.setdefault(name, []).append(value)
             images += self.batch_size
+            self._training.update()
         seconds = time.perf_counter() - start
         result = {("loss" if k == "total" else f"loss_{k}"): _mean(v) for k, v in sums.items()}
         result.update(images_per_s=images / seconds, epoch=self.epoch,
@@ -480,4 +506,5 @@ class StageTrainable(tune.Trainable):
         if self.finished is None and path.is_file():
             self.trainer.load_state_dict(load_state(path))
             self._batches = None
+            self._training = None
 

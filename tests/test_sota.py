@@ -1,0 +1,108 @@
+"""Table 5's ICAM rows: the sota study's four variants, their trials.csv columns, and where
+they land beside the published numbers."""
+
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from analysis import paper, tables
+from analysis.trials import parse_trials_csv
+from icam.config import STAGES, pipeline_config
+from icam.harness import collect_trials
+from icam.stages.common import trial_key, write_json
+from icam.study import build_parser, resolve
+from tests.test_studies import load
+
+
+def _trials(argv):
+    study = load("sota")["STUDY"]
+    return resolve(study, build_parser(study).parse_args(argv))[2]
+
+
+def test_dry_run_lists_four_rows_per_seed_and_names_the_stand_in(capsys):
+    module = load("sota")
+    assert module["run"](module["STUDY"], ["--dry-run", "--seeds", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "20 trials"
+    assert any(line.startswith("note: icam-r2n-et") and "tiny backbone stands in for "
+               "Res2Net-101" in line for line in out)
+    rows = [line.split() for line in out if line.startswith("icam")]
+    assert sorted({(r[2], r[3], r[4]) for r in rows}) == [
+        ("icam", "tiny", "-"), ("icam", "tiny", "et"), ("icam", "tiny-r2n", "et"),
+        ("icam-early", "tiny", "-")]
+
+
+def test_rows_differ_in_the_final_stage_only(tmp_path):
+    weights = tmp_path / "r2n.pth"
+    weights.write_bytes(b"")
+    trials = _trials(["--seeds", "2", "--preset", "paper", "--res2net-weights", str(weights),
+                      "--weights", "res38.params"])
+    assert len(trials) == 8 and len({trial_key(t) for t in trials}) == 8
+    by_row = {(t.method.name, t.final.backbone, t.final.extended): t for t in trials
+              if t.seed == 1}
+    icam = pipeline_config("paper", "icam", seed=1)
+    assert set(by_row) == {("icam-early", "resnet38", False), ("icam", "resnet38", False),
+                           ("icam", "resnet38", True), ("icam", "res2net101", True)}
+    for (method, backbone, extended), t in by_row.items():
+        assert t.cam.weights == t.affinity.weights == "res38.params"
+        assert t.final == replace(icam.final, backbone=backbone, extended=extended,
+                                  weights=str(weights) if backbone == "res2net101"
+                                  else "res38.params")
+        if method == "icam":  # the three ICAM rows share their CAM and AffinityNet stages
+            assert t.method == icam.method
+            assert t.cam == replace(icam.cam, weights="res38.params")
+            assert t.affinity == replace(icam.affinity, weights="res38.params")
+
+
+def test_a_missing_res2net_file_or_variant_fails_before_ray(tmp_path, capsys):
+    module = load("sota")
+    code = module["run"](module["STUDY"], ["--dry-run", "--res2net-weights",
+                                           str(tmp_path / "none.pth")])
+    assert code == 2 and "--res2net-weights" in capsys.readouterr().err
+    code = module["run"](module["STUDY"], ["--dry-run", "--grid", "variant=icam-r3n"])
+    assert code == 2 and "variant='icam-r3n'" in capsys.readouterr().err
+
+
+def test_trials_csv_carries_backbone_and_training(tmp_path):
+    base = pipeline_config("cpu", "icam", seed=0)
+    et = replace(base, final=replace(base.final, backbone="tiny-r2n", extended=True))
+    for trial in (base, et):
+        write_json(tmp_path / trial_key(trial) / "config.json", trial.to_dict())
+        for stage in STAGES:
+            write_json(tmp_path / trial_key(trial) / stage / "DONE.json",
+                       {f"{stage}/val/J": 50.0, f"{stage}/val/F": 40.0, f"{stage}/val/JF": 45})
+    df = collect_trials("sota", tmp_path)
+    final = df[(df.stage == "final") & (df.split == "val")].set_index("trial_id")
+    assert final.loc[trial_key(et), ["backbone", "training"]].tolist() == ["tiny-r2n", "et"]
+    assert final.loc[trial_key(base), ["backbone", "training"]].tolist() == ["tiny", ""]
+    cam = df[(df.stage == "cam") & (df.trial_id == trial_key(et))]
+    assert set(cam.backbone) == {"tiny"} and set(cam.training) == {""}
+
+
+def test_table5_places_the_four_rows_beside_the_published_ones():
+    rows = []
+    for seed in (0, 1):
+        for k, (method, backbone, training) in enumerate([
+                ("icam-early", "tiny", ""), ("icam", "tiny", ""), ("icam", "tiny", "et"),
+                ("icam", "tiny-r2n", "et")]):
+            rows.append(dict(study="sota", trial_id=f"t{k}-{seed}", seed=seed, stage="final",
+                             split="val", J=50 + k + seed, F=30 + k, JF=40 + k + seed / 2,
+                             method=method, backbone=backbone, training=training))
+    text = pd.DataFrame(rows).to_csv(index=False)
+    frame = parse_trials_csv(text, "trials.csv")
+    table = tables.from_trials("table5", frame, paper.summary(paper.load(), "table5"))
+    # published J of early ICAM Res38, ICAM Res38, ICAM Res38 et and ICAM R2N et (Table 5)
+    expected = [("early ICAM", "tiny", "63.9 ± 0.6"), ("ICAM", "tiny", "67.2 ± 0.3"),
+                ("ICAM (et)", "tiny", "69.1 ± 0.5"), ("ICAM (et)", "tiny for R2N", "70.1 ± 0.2")]
+    assert [(r[0], r[1], r[3]) for r in table.rows] == expected
+    assert [r[2] for r in table.rows] == ["50.5 ± 0.7", "51.5 ± 0.7", "52.5 ± 0.7",
+                                          "53.5 ± 0.7"]
+
+
+@pytest.mark.parametrize("label,published", [("tiny for R2N", "R2N"), ("Res38", "Res38"),
+                                             (None, None)])
+def test_stand_in_labels(label, published):
+    from analysis.methods import published_backbone
+
+    assert published_backbone(label) == published
