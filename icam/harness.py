@@ -3,7 +3,8 @@
     df = run_study(StudySpec("ablate_mu", trials), storage="results",
                    resources={"cpu": 2, "gpu": 0.25})
 
-Layout of a study (local storage):
+Layout of a study, in its storage (a local folder, or an s3:// or gs:// URI, whose query such
+as `?endpoint_override=127.0.0.1:9000&scheme=http` stays at the end of every path):
 
     <storage>/<study>/tune/<stage>[-<hash>]/   Ray Tune experiments (results, checkpoints)
     <storage>/<study>/artefacts/<trial_key>/   config.json and, per stage, the products and
@@ -12,10 +13,10 @@ Layout of a study (local storage):
     <storage>/<study>/experiments.json         which trials each Tune experiment holds
     <storage>/<study>/trials.csv               one row per trial x stage x split
 
-With a URI storage (s3://, gs://, anything Ray Tune accepts) Tune's experiments go there and
-everything else to the local `workdir` (default `./results/<study>`); trials.csv is copied to
-`<storage>/<study>/trials.csv`. On a multi-node cluster `workdir` must be a folder every node
-shares (NFS), since a trial's next stage may run on another node.
+Everything goes through `icam.storage` (pyarrow's filesystems), so on a cluster the storage is
+the only thing nodes share: a trial's next stage may run on any node. Nodes keep a cache of
+the label folders their training sets read (`workdir`, default each node's own
+`icam.storage.cache_root()`), deletable between runs.
 
 Resuming: a trial's stage is done once its DONE.json exists, and is never run again. An
 interrupted experiment is restored with `Tuner.restore` (unfinished and errored trials
@@ -31,7 +32,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +39,15 @@ import pandas as pd
 from ray import tune
 
 from icam import progress
-from icam.atomic import atomic_write
 from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
-from icam.stages.common import read_done, read_json, trial_key, write_json
+from icam.stages.common import read_done, trial_key
+from icam.storage import Storage, tune_location
 
 SPLITS = ("train", "val")
 METRICS = ("J", "F", "JF")
 CSV_COLUMNS = ("study", "trial_id", "seed", "stage", "split", "J", "F", "JF")
+EXPERIMENTS = "experiments.json"
 GPU_HEADROOM = 0.15
 """`gpu="auto"` keeps this fraction of GPU memory free when packing trials."""
 
@@ -95,65 +96,61 @@ def trainer_classes() -> dict:
 # --- storage -----------------------------------------------------------------------------------
 
 
-def is_uri(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
-
-
-def _writable_dir(path: Path, what: str) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(f"{what} {path} is not writable: {err.strerror or err}") from None
-    return path
-
-
 @dataclass(frozen=True)
 class StudyPaths:
-    tune: str  # Tune's storage_path (local path or URI)
-    local: Path  # our files: artefacts, experiments.json, trials.csv
-    csv_uri: str | None  # where trials.csv is copied for URI storage
+    root: Storage  # <storage>/<study>
+    workdir: str | None  # the nodes' cache folder (None: each node's default)
 
     @property
-    def artefacts(self) -> Path:
-        return self.local / "artefacts"
+    def local(self) -> Path | None:
+        """The study's folder on this machine's disk; None for an object store."""
+        return self.root.local
+
+    @property
+    def tune(self) -> Storage:
+        return self.root / "tune"
+
+    @property
+    def artefacts(self) -> Storage:
+        return self.root / "artefacts"
+
+    @property
+    def trials_csv(self) -> Storage:
+        return self.root / "trials.csv"
 
 
 def study_paths(storage: str | os.PathLike, study: str,
                 workdir: str | os.PathLike | None = None) -> StudyPaths:
-    if is_uri(storage):
-        base = str(storage).rstrip("/") + f"/{study}"
-        local = Path(workdir or Path("results") / study).expanduser().resolve()
-        return StudyPaths(base + "/tune", _writable_dir(local, "workdir"), base + "/trials.csv")
-    local = _writable_dir(Path(storage).expanduser().resolve() / study, "storage")
-    return StudyPaths(str(local / "tune"), local, None)
-
-
-def _upload(local: Path, uri: str) -> None:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path + ".tmp") as out:
-        out.write(local.read_bytes())
-    fs.move(path + ".tmp", path)
+    """The study's folder in `storage` (checked writable when local) and the cache folder."""
+    root = Storage.open(storage) / study
+    root.make_folder()
+    if workdir is not None:
+        cache = Storage.open(workdir)
+        if cache.local is None:
+            raise ValueError(f"workdir {workdir}: a node's cache is a local folder, not a URI")
+        cache.make_folder("workdir")
+        workdir = str(cache.local)
+    return StudyPaths(root, workdir)
 
 
 # --- trials.csv --------------------------------------------------------------------------------
 
 
-def collect_trials(study: str, artefacts: str | os.PathLike) -> pd.DataFrame:
+def collect_trials(study: str, artefacts: str | os.PathLike | Storage) -> pd.DataFrame:
     """One row per trial x finished stage x split, from the DONE.json files of a study."""
+    artefacts = Storage.open(artefacts)
     rows = []
-    for config_path in sorted(Path(artefacts).glob("*/config.json")):
-        pipeline = PipelineConfig.from_dict(read_json(config_path))
+    for key in sorted(artefacts.folders()):
+        trial = artefacts / key
+        if not trial.exists("config.json"):
+            continue
+        pipeline = PipelineConfig.from_dict(trial.read_json("config.json"))
         for stage in STAGES:
-            done = read_done(config_path.parent / stage)
+            done = read_done(trial / stage)
             if done is None:
                 continue
             for split in SPLITS:
-                row = {"study": study, "trial_id": config_path.parent.name,
+                row = {"study": study, "trial_id": key,
                        "seed": pipeline.seed, "stage": stage, "split": split}
                 row.update({m: done.get(f"{stage}/{split}/{m}") for m in METRICS})
                 row.update(pipeline.method.columns())
@@ -166,11 +163,7 @@ def collect_trials(study: str, artefacts: str | os.PathLike) -> pd.DataFrame:
 
 def write_trials_csv(study: str, paths: StudyPaths) -> pd.DataFrame:
     df = collect_trials(study, paths.artefacts)
-    target = paths.local / "trials.csv"
-    with atomic_write(target, "w", newline="") as f:
-        df.to_csv(f, index=False)
-    if paths.csv_uri:
-        _upload(target, paths.csv_uri)
+    paths.trials_csv.write_bytes(df.to_csv(index=False).encode())
     return df
 
 
@@ -209,17 +202,32 @@ def resolve_gpu(gpu, stage: str, pipeline: PipelineConfig) -> float:
 
 
 def stage_resources(resources: dict | None, stage: str) -> dict:
-    """{"cpu": c, "gpu": g} for a stage from a shared or a per-stage resource dict."""
+    """{"cpu": c, "gpu": g, "custom": {name: amount}} for a stage from a shared or a per-stage
+    resource dict; "custom" holds Ray custom resources (a node started with
+    `--resources '{"cam_node": 1}'` takes the trials that ask for "cam_node")."""
     resources = resources or {}
     if any(key in STAGES for key in resources):
         resources = resources.get(stage, {})
-    unknown = set(resources) - {"cpu", "gpu"}
+    unknown = set(resources) - {"cpu", "gpu", "custom"}
     if unknown:
-        raise ValueError(f"resources: unknown key(s) {sorted(unknown)}: allowed cpu, gpu")
+        raise ValueError(f"resources: unknown key(s) {sorted(unknown)}: allowed cpu, gpu, "
+                         "custom")
     cpu = resources.get("cpu", 1)
     if not isinstance(cpu, int) or isinstance(cpu, bool) or cpu < 1:
         raise ValueError(f"cpu={cpu!r} is invalid: allowed an integer >= 1")
-    return {"cpu": cpu, "gpu": resources.get("gpu", "auto")}
+    custom = dict(resources.get("custom", {}))
+    for name, amount in custom.items():
+        if (not isinstance(name, str) or name in ("CPU", "GPU", "cpu", "gpu", "memory")
+                or isinstance(amount, bool) or not isinstance(amount, (int, float))
+                or not amount > 0):
+            raise ValueError(f"custom resource {name!r}: {amount!r} is invalid: allowed a "
+                             "resource name (not CPU, GPU or memory) and an amount > 0")
+    return {"cpu": cpu, "gpu": resources.get("gpu", "auto"), "custom": custom}
+
+
+def trial_resources(res: dict, gpu: float) -> dict:
+    """Ray Tune's resource request of one trial from `stage_resources` and its GPU share."""
+    return {**res["custom"], "cpu": res["cpu"], "gpu": gpu}
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -291,9 +299,9 @@ def _experiment_name(stage: str, keys: list[str], existing: dict) -> str:
 def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data_root: str,
                resources: dict, max_failures: int, verbose: int) -> list[tuple[str, str]]:
     """Run `stage` for the trials that lack its DONE.json; returns its failures (`_failure`)."""
-    record_path = paths.local / "experiments.json"
-    record = read_json(record_path) if record_path.is_file() else {}
+    record = paths.root.read_json(EXPERIMENTS) if paths.root.exists(EXPERIMENTS) else {}
     experiments = record.setdefault(stage, {})
+    tune_path, tune_fs = tune_location(paths.tune)
 
     def done(key: str) -> bool:
         return read_done(paths.artefacts / key / stage) is not None
@@ -309,10 +317,12 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
 
     # interrupted experiments continue from their checkpoints
     for name, entry in experiments.items():
-        path = f"{paths.tune}/{name}"
-        if not all(done(k) for k in entry["trials"]) and tune.Tuner.can_restore(path):
-            trainable = tune.with_resources(cls, {"cpu": res["cpu"], "gpu": entry["gpu"]})
-            fit(tune.Tuner.restore(path, trainable=trainable, resume_errored=True))
+        path = f"{tune_path}/{name}"
+        if not all(done(k) for k in entry["trials"]) and tune.Tuner.can_restore(
+                path, storage_filesystem=tune_fs):
+            trainable = tune.with_resources(cls, trial_resources(res, entry["gpu"]))
+            fit(tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
+                                   storage_filesystem=tune_fs))
     wanted = {trial_key(t): t for t in trials}
     pending = [t for k, t in wanted.items() if not done(k)]
     if not pending:
@@ -320,20 +330,20 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
     gpu = resolve_gpu(res["gpu"], stage, pending[0])
     name = _experiment_name(stage, [trial_key(t) for t in pending], experiments)
     experiments[name] = {"trials": [trial_key(t) for t in pending], "gpu": gpu}
-    write_json(record_path, record)
+    paths.root.write_json(EXPERIMENTS, record)
     param_space = {
         "pipeline": tune.grid_search([t.to_dict() for t in pending]),
-        "data_root": data_root, "artefacts": str(paths.artefacts),
+        "data_root": data_root, "artefacts": str(paths.artefacts), "cache": paths.workdir,
         "cpus": res["cpu"], "gpu_fraction": gpu,
     }
     tuner = tune.Tuner(
-        tune.with_resources(cls, {"cpu": res["cpu"], "gpu": gpu}),
+        tune.with_resources(cls, trial_resources(res, gpu)),
         param_space=param_space,
         tune_config=tune.TuneConfig(trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
-            name=name, storage_path=paths.tune, stop={"done": True}, verbose=verbose,
-            callbacks=[TrialConsole(stage)],
+            name=name, storage_path=tune_path, storage_filesystem=tune_fs, stop={"done": True},
+            verbose=verbose, callbacks=[TrialConsole(stage)],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1,
                                                     checkpoint_at_end=True)))
@@ -398,7 +408,7 @@ def run_study(spec: StudySpec, storage: str | os.PathLike = "results",
     root = resolve_data_root(data_root)
     paths = study_paths(storage, spec.name, workdir)
     for trial in spec.trials:
-        write_json(paths.artefacts / trial_key(trial) / "config.json", trial.to_dict())
+        (paths.artefacts / trial_key(trial)).write_json("config.json", trial.to_dict())
     start_ray()
     progress.open_board()
     errors = []

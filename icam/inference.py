@@ -4,7 +4,8 @@ A CAM here is the float32 array of the foreground classes only, C×H×W at image
 (C = 20 for VOC): channel c - 1 holds VOC class c, absent classes are all zero, values are in
 [0, 1]. The background is never stored; each consumer builds it from the foreground:
 `crf_scores` as (1 - max)^α (AffinityNet's CRF labels), `cam_argmax_labels` as 1 - sum (ICAM's
-evaluated CAM labels) or SEAM's constant 0.26, the random walk as (1 - max)^α with α = 6.
+evaluated CAM labels) or SEAM's constant 0.26, the random walk as (1 - max)^α with α = 6. On
+disk a CAM is quantised to uint8 (`save_cam`).
 
 Each method keeps its own paper's conventions (reference-facts.md, "As run"): ICAM (and the
 `seam+is`, `seam+fsl` variants, which are ICAM's losses with a part switched off) as the
@@ -13,17 +14,17 @@ authors' infer_cam.py; the `seam` baseline as SEAM's infer_SEAM.py.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icam.atomic import atomic_write
 from icam.data import transforms as T
 from icam.losses import cam_probabilities
+from icam.storage import Storage
 
 NORM_EPS = 1e-5
 """Added to each class map's maximum before dividing (the reference's epsilon)."""
@@ -120,29 +121,42 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
     return cam.cpu().numpy().astype(np.float32)
 
 
-def save_cam(path: str | os.PathLike, cam: np.ndarray, label: np.ndarray) -> None:
-    """Write a CAM (C×H×W) and its image label (C) as .npz, atomically; only the maps of the
-    present classes are stored."""
-    path = Path(path)
+CAM_LEVELS = 255
+"""Stored CAMs are uint8: round(255 · value), a step of 1/255 (`python -m icam.bench storage`
+measures the size and how many labels change)."""
+
+
+def save_cam(path: str | os.PathLike | Storage, cam: np.ndarray, label: np.ndarray) -> None:
+    """Write a CAM (C×H×W, values in [0, 1]) and its image label (C) as compressed .npz, all
+    or nothing, to a local path or a storage location; only the maps of the present classes
+    are stored, quantised to `CAM_LEVELS` levels."""
     cam = np.asarray(cam, dtype=np.float32)
     label = np.asarray(label, dtype=np.float32)
     if cam.ndim != 3 or label.shape != (cam.shape[0],):
         raise ValueError(f"{path}: cam must be C×H×W and label C, got {cam.shape}, {label.shape}")
     present = np.flatnonzero(label > 0)
-    with atomic_write(path) as f:
-        np.savez_compressed(f, classes=present, cams=cam[present], label=label,
-                            size=np.array(cam.shape[1:]))
+    maps = cam[present]
+    if maps.size and not (maps.min() >= 0 and maps.max() <= 1 + 1e-6):
+        raise ValueError(f"{path}: CAM values must lie in [0, 1], got [{maps.min()}, "
+                         f"{maps.max()}]")
+    levels = np.round(np.clip(maps, 0, 1) * CAM_LEVELS).astype(np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, classes=present, cams=levels, scale=np.float32(1 / CAM_LEVELS),
+                        label=label, size=np.array(cam.shape[1:]))
+    Storage.open(path).write_bytes(buffer.getvalue())
 
 
-def load_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(cam C×H×W float32, label C float32) as written by `save_cam`."""
+def load_cam(path: str | os.PathLike | Storage) -> tuple[np.ndarray, np.ndarray]:
+    """(cam C×H×W float32, label C float32) as written by `save_cam` (also the float32 maps
+    of files written before CAMs were quantised)."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(io.BytesIO(Storage.open(path).read_bytes()), allow_pickle=False) as f:
             classes, cams, label, size = f["classes"], f["cams"], f["label"], f["size"]
+            scale = f["scale"] if "scale" in f.files else np.float32(1)
     except (OSError, KeyError, ValueError) as err:
         raise ValueError(f"{path}: not a CAM file written by save_cam ({err})") from err
     cam = np.zeros((label.shape[0], *size), np.float32)
-    cam[classes] = cams
+    cam[classes] = cams.astype(np.float32) * scale
     return cam, label
 
 

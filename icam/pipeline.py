@@ -77,15 +77,18 @@ def run(args: argparse.Namespace, log: str) -> int:
     data_root = resolve_data_root(args.data_root)
     paths = study_paths(args.storage, spec.name)  # fails early when storage is not writable
     say(f"{spec.name}: {config.method.name}, seed {config.seed}, preset {config.preset}; data "
-        f"{data_root}; results in {paths.local}")
+        f"{data_root}; results in {paths.root}")
     start_ray(args.address)
     cpus = args.cpus_per_trial or node_cpus()
     start = time.perf_counter()
     df = run_study(spec, args.storage, {"cpu": cpus, "gpu": gpu}, data_root=data_root)
-    report = write_report(spec.name, paths.local, data_root, paths.tune, df)
     say(f"\n{trial_key(config)}: {time.perf_counter() - start:.0f} s")
     say(format_table(df, trial_key(config)))
     say(f"\nlog: {log}")
+    if paths.local is None:
+        say(f"trials: {paths.trials_csv} (no report for an object storage)")
+        return 0
+    report = write_report(spec.name, paths.local, data_root, str(paths.tune), df)
     if report.figure is not None:
         say(f"qualitative: {report.figure}")
     say(f"report: {paths.local / 'report.md'}")

@@ -124,6 +124,24 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_custom_resources(items: Sequence[str]) -> dict[str, dict[str, float]]:
+    """`--resource cam:cam_node=1 --resource final:big_gpu=0.5` ->
+    {"cam": {"cam_node": 1.0}, "final": {"big_gpu": 0.5}}."""
+    custom: dict[str, dict[str, float]] = {}
+    for item in items:
+        stage, colon, rest = item.partition(":")
+        name, sep, amount = rest.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not colon or stage.strip() not in STAGES or not name.strip() or not sep or value <= 0:
+            raise ValueError(f"--resource {item!r} is invalid: expected STAGE:NAME=AMOUNT with "
+                             f"STAGE in {', '.join(STAGES)} and AMOUNT > 0")
+        custom.setdefault(stage.strip(), {})[name.strip()] = value
+    return custom
+
+
 def parse_gpu(text: str):
     if text == "auto":
         return "auto"
@@ -195,8 +213,11 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         help="GPU share of each trial: a fraction (0.25: four trials per GPU) "
                         "or auto (measure one step's memory, keep 15%% headroom)")
     parser.add_argument("--cpus-per-trial", default=1, type=int)
-    parser.add_argument("--workdir", help="with an s3:// or gs:// storage: the folder for stage "
-                        "artefacts, shared by every node (default ./results/<study>)")
+    parser.add_argument("--workdir", help="each node's cache of stored label folders, deletable "
+                        "between runs (default: ~/.cache/icam/storage, or $ICAM_CACHE/storage)")
+    parser.add_argument("--resource", action="append", default=[], metavar="STAGE:NAME=AMOUNT",
+                        help="a Ray custom resource the trials of STAGE ask for, pinning them to "
+                        "the nodes that have it, e.g. --resource final:big_gpu=1")
     parser.add_argument("--address", help="a running Ray cluster (e.g. 'auto' on its head "
                         "node); default: start Ray locally")
     parser.add_argument("--stages", default=STAGES[-1], choices=STAGES,
@@ -251,6 +272,9 @@ def resolve(study: Study, args: argparse.Namespace):
     if args.cpus_per_trial < 1:
         raise ValueError(f"--cpus-per-trial {args.cpus_per_trial} is invalid: an integer >= 1")
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    custom = parse_custom_resources(args.resource)
+    if custom:
+        resources = {stage: {**resources, "custom": custom.get(stage, {})} for stage in STAGES}
     return grid, seeds, trials, resources
 
 
@@ -267,8 +291,11 @@ def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str
         cols = {**t.method.columns(), **t.final.columns()}
         rows.append([trial_key(t), str(t.seed)] + [str(cols[c]) or "-" for c in columns[2:]])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    shared = resources.get(STAGES[0], resources)
+    custom = {s: resources[s]["custom"] for s in stages if resources.get(s, {}).get("custom")}
     say(f"study {study.name}: stages {', '.join(stages)}; each trial requests "
-        f"{{'cpu': {resources['cpu']}, 'gpu': {resources['gpu']!r}}} per stage")
+        f"{{'cpu': {shared['cpu']}, 'gpu': {shared['gpu']!r}}} per stage"
+        + "".join(f"; {s} also {c}" for s, c in custom.items()))
     say("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for r in rows:
         say("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
@@ -276,9 +303,10 @@ def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str
 
 
 def run(study: Study, argv: Sequence[str] | None = None,
-        after: Callable[[argparse.Namespace, object, Path], list] | None = None) -> int:
-    """The command line of one study script. `after(args, df, study_dir)` may add rows or
-    outputs (the state-of-the-art study evaluates external predictions there)."""
+        after: Callable[[argparse.Namespace, object, object], list] | None = None) -> int:
+    """The command line of one study script. `after(args, df, study_dir)` (the study's
+    `icam.storage.Storage`) may add rows or outputs (the state-of-the-art study evaluates
+    external predictions there)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(study)
     args = parser.parse_args(argv)
@@ -319,34 +347,58 @@ def _execute(study, args, trials, resources, stages, after, log) -> int:
     data_root = resolve_data_root(args.data_root)
     paths = study_paths(args.storage, study.name, args.workdir)
     say(f"{study.name}: {len(trials)} trial(s), stages {', '.join(stages)}; data {data_root}; "
-        f"results in {paths.local}")
+        f"results in {paths.root}")
     if args.address:
         start_ray(args.address)
     df = run_study(StudySpec(study.name, tuple(trials), stages), storage=args.storage,
                    resources=resources, data_root=data_root, workdir=args.workdir)
-    outputs = list(after(args, df, paths.local)) if after else []
-    from analysis.make_all import write_study_outputs
-
-    out = Path(args.out) if args.out else paths.local / "analysis"
-    outputs += write_study_outputs(paths.local / "trials.csv", study.name, out, study.compare)
+    outputs = list(after(args, df, paths.root)) if after else []
+    outputs += write_outputs(study.name, paths.root, Path(args.out) if args.out else None,
+                             study.compare)
     finish_report(study.name, paths, data_root, log, outputs)
     return 0
 
 
+def write_outputs(name: str, root, out: Path | None, compare: str | None = None) -> list[str]:
+    """The study's tables and figures from `<root>/trials.csv` into `out` (beside the
+    published numbers with `compare`); by default into `<root>/analysis`, uploaded there when
+    the storage is an object store."""
+    import tempfile
+
+    from analysis.make_all import write_study_outputs
+
+    csv = str(root / "trials.csv")
+    if out is not None or root.local is not None:
+        return write_study_outputs(csv, name, str(out or root.local / "analysis"), compare)
+    with tempfile.TemporaryDirectory() as folder:
+        written = write_study_outputs(csv, name, folder, compare)
+        target = root / "analysis"
+        for path in map(Path, written):
+            relative = path.relative_to(folder).as_posix()
+            target.write_bytes(path.read_bytes(), relative)
+        return [str(target / Path(p).relative_to(folder).as_posix()) for p in written]
+
+
 def finish_report(name: str, paths, data_root: str, log, outputs: list) -> None:
-    """The study's report (`icam.report`) and the last lines: the J/F table, then the paths
-    of the tables and figures, the log, the qualitative figure and the report."""
+    """The study's report (`icam.report`; on a local storage) and the last lines: the J/F
+    table, then the paths of the tables and figures, the log, the qualitative figure and the
+    report."""
     from icam.console import say
     from icam.report import write_report
 
-    report = write_report(name, paths.local, data_root, paths.tune)
-    say("")
-    say(report.table.strip())
-    say("")
-    say(f"trials: {paths.local / 'trials.csv'}")
+    report = None
+    if paths.local is not None:
+        report = write_report(name, paths.local, data_root, str(paths.tune))
+        say("")
+        say(report.table.strip())
+        say("")
+    say(f"trials: {paths.trials_csv}")
     for path in outputs:
         say(f"wrote: {path}")
     say(f"log: {log}")
+    if report is None:
+        say(f"report: none for an object storage; the tables are in {paths.root / 'analysis'}")
+        return
     if report.figure is not None:
         say(f"qualitative: {report.figure}")
     say(f"report: {paths.local / 'report.md'}")

@@ -50,7 +50,8 @@ def trial_function(config: dict) -> None:
     for stage in config["stages"]:
         trainable = stage_classes()[stage](config={
             "pipeline": pipeline.to_dict(), "data_root": config["data_root"],
-            "artefacts": config["artefacts"], "cpus": config["cpus"]})
+            "artefacts": config["artefacts"], "cache": config.get("cache"),
+            "cpus": config["cpus"]})
         result = {"done": False}
         while not result["done"]:
             result = trainable.step()
@@ -90,7 +91,6 @@ def run_search(args, stages: tuple, gpu, log) -> int:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from analysis.make_all import write_study_outputs
     from icam import progress
     from icam.config import pipeline_config
     from icam.console import say
@@ -102,7 +102,8 @@ def run_search(args, stages: tuple, gpu, log) -> int:
         study_paths,
         write_trials_csv,
     )
-    from icam.study import finish_report, parse_seeds
+    from icam.storage import tune_location
+    from icam.study import finish_report, parse_seeds, write_outputs
 
     seed = parse_seeds(args.seeds)[0]
     base = pipeline_config(args.preset, "icam", seed=seed)
@@ -112,32 +113,35 @@ def run_search(args, stages: tuple, gpu, log) -> int:
         base = replace(base, **{s: replace(getattr(base, s), **QUICK_TRAIN[s]) for s in STAGES})
     start_ray(args.address)
     data_root = resolve_data_root(args.data_root)
-    paths = study_paths(args.storage, "search")
+    paths = study_paths(args.storage, "search", args.workdir)
     say(f"search: {args.num_trials} proposals, stages {', '.join(stages)}; data {data_root}; "
-        f"results in {paths.local}")
+        f"results in {paths.root}")
     progress.open_board()
     share = resolve_gpu(gpu, "cam", base)
     trainable = tune.with_resources(trial_function, {"cpu": args.cpus_per_trial, "gpu": share})
-    path = f"{paths.tune}/optuna"
-    if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    tune_path, tune_fs = tune_location(paths.tune)
+    path = f"{tune_path}/optuna"
+    if tune.Tuner.can_restore(path, storage_filesystem=tune_fs):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
+                                   storage_filesystem=tune_fs)
     else:
         tuner = tune.Tuner(
             trainable,
             param_space={**search_space(), "base": base.to_dict(), "stages": list(stages),
                          "data_root": data_root, "artefacts": str(paths.artefacts),
-                         "split": args.split, "cpus": args.cpus_per_trial},
+                         "cache": paths.workdir, "split": args.split,
+                         "cpus": args.cpus_per_trial},
             tune_config=tune.TuneConfig(
                 search_alg=OptunaSearch(metric="JF", mode="max", seed=seed),
                 scheduler=ASHAScheduler(metric="JF", mode="max", max_t=len(stages),
                                         grace_period=1, reduction_factor=2),
                 num_samples=args.num_trials),
-            run_config=tune.RunConfig(name="optuna", storage_path=paths.tune,
+            run_config=tune.RunConfig(name="optuna", storage_path=tune_path,
+                                      storage_filesystem=tune_fs,
                                       callbacks=[TrialConsole("search")]))
     best = tuner.fit().get_best_result(metric="JF", mode="max", scope="last")
     write_trials_csv("search", paths)
-    out = Path(args.out) if args.out else paths.local / "analysis"
-    outputs = write_study_outputs(paths.local / "trials.csv", "search", out)
+    outputs = write_outputs("search", paths.root, Path(args.out) if args.out else None)
     say(f"best: J&F {best.metrics['JF']:.1f} at "
         + ", ".join(f"{k}={best.config[k]:.3g}" for k in ("lam", "mu", "sigma"))
         + f", num_samples={best.config['num_samples']}")

@@ -56,8 +56,9 @@ def parse_external(items: list[str]) -> dict[str, Path]:
     return folders
 
 
-def evaluate_external(args, df: pd.DataFrame, study_dir: Path) -> list[Path]:
-    """Evaluate the external folders and append their rows to trials.csv (atomically)."""
+def evaluate_external(args, df: pd.DataFrame, study_dir) -> list[Path]:
+    """Evaluate the external folders and append their rows to trials.csv (atomically;
+    `study_dir` is the study's `icam.storage.Storage`)."""
     from icam.data.voc import VOCLayout
     from icam.evaluate import evaluate_folders
     from icam.harness import resolve_data_root
@@ -74,10 +75,7 @@ def evaluate_external(args, df: pd.DataFrame, study_dir: Path) -> list[Path]:
                      "split": "val", "J": result["J"], "F": result["F"], "JF": result["JF"],
                      "method": name})
     table = pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
-    target = study_dir / "trials.csv"
-    tmp = target.with_name(".trials.csv.external")
-    table.to_csv(tmp, index=False)
-    tmp.replace(target)
+    (study_dir / "trials.csv").write_bytes(table.to_csv(index=False).encode())
     return []
 
 

@@ -58,15 +58,19 @@ def test_gpu_packing_leaves_headroom():
 
 
 def test_stage_resources_shared_or_per_stage():
-    assert stage_resources({"cpu": 2, "gpu": 0.5}, "final") == {"cpu": 2, "gpu": 0.5}
-    per_stage = {"cam": {"cpu": 4, "gpu": 1}, "final": {"gpu": 0.25}}
-    assert stage_resources(per_stage, "cam") == {"cpu": 4, "gpu": 1}
-    assert stage_resources(per_stage, "final") == {"cpu": 1, "gpu": 0.25}
-    assert stage_resources(None, "affinity") == {"cpu": 1, "gpu": "auto"}
+    assert stage_resources({"cpu": 2, "gpu": 0.5}, "final") == {"cpu": 2, "gpu": 0.5,
+                                                                "custom": {}}
+    per_stage = {"cam": {"cpu": 4, "gpu": 1}, "final": {"gpu": 0.25, "custom": {"big": 1}}}
+    assert stage_resources(per_stage, "cam") == {"cpu": 4, "gpu": 1, "custom": {}}
+    assert stage_resources(per_stage, "final") == {"cpu": 1, "gpu": 0.25, "custom": {"big": 1}}
+    assert stage_resources(None, "affinity") == {"cpu": 1, "gpu": "auto", "custom": {}}
     with pytest.raises(ValueError, match="cpu"):
         stage_resources({"cpu": 0}, "cam")
     with pytest.raises(ValueError, match="unknown"):
         stage_resources({"gpus": 1}, "cam")
+    for bad in ({"node": 0}, {"GPU": 1}, {"node": "1"}):
+        with pytest.raises(ValueError, match="custom resource"):
+            stage_resources({"custom": bad}, "cam")
 
 
 def test_trials_csv_rows_from_done_files(tmp_path):

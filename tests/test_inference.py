@@ -165,9 +165,10 @@ def test_model_and_label_sizes_must_agree():
         infer_cam(model, np.zeros((1, 2, 3)), np.ones(2), scales=[1.0])
 
 
-def test_save_and_load_cam_round_trip(tmp_path):
+def test_save_and_load_cam_round_trip_at_uint8_precision(tmp_path):
     rng = np.random.default_rng(1)
     cam = rng.random((20, 5, 7)).astype(np.float32)
+    cam[3, 0, :4] = [0.0, 1.0, 0.51 / 255, 0.49 / 255]  # both ends, either side of a half step
     label = np.zeros(20, np.float32)
     label[[3, 14]] = 1
     cam[label == 0] = 0
@@ -175,13 +176,28 @@ def test_save_and_load_cam_round_trip(tmp_path):
     save_cam(path, cam, label)
     assert os.listdir(tmp_path) == ["2007_000032.npz"]
     loaded, loaded_label = load_cam(path)
-    np.testing.assert_array_equal(loaded, cam)
+    assert loaded.dtype == np.float32 and loaded.shape == cam.shape
+    assert np.abs(loaded - cam).max() <= 0.5 / 255 + 1e-7  # the nearest of 256 levels
+    np.testing.assert_allclose(loaded[3, 0, :4], [0.0, 1.0, 1 / 255, 0.0], rtol=1e-6)
+    assert (loaded[label == 0] == 0).all()
     np.testing.assert_array_equal(loaded_label, label)
     with np.load(path, allow_pickle=False) as f:
         assert f["cams"].shape == (2, 5, 7)  # only the present classes are stored
+        assert f["cams"].dtype == np.uint8
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="bad.npz"):
         load_cam(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        save_cam(tmp_path / "over.npz", cam * 2, label)
+
+
+def test_cam_files_of_float32_maps_still_load(tmp_path):
+    maps = np.array([[[0.25, 0.123456]]], np.float32)
+    np.savez_compressed(tmp_path / "old.npz", classes=np.array([2]), cams=maps,
+                        label=np.eye(4, dtype=np.float32)[2], size=np.array([1, 2]))
+    cam, label = load_cam(tmp_path / "old.npz")
+    np.testing.assert_array_equal(cam[2], maps[0])
+    assert (cam[[0, 1, 3]] == 0).all() and label.tolist() == [0, 0, 1, 0]
 
 
 def test_seam_upsamples_to_the_view_with_corners_aligned_then_to_the_image():

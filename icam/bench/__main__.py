@@ -1,4 +1,4 @@
-"""`python -m icam.bench NAME [options]`: speed and memory against naive implementations.
+"""`python -m icam.bench NAME [options]`: speed, memory and storage against naive implementations.
 
 Each benchmark lives in its own module `icam.bench.<name>` with a `main(argv)` function.
 """
@@ -10,6 +10,7 @@ BENCHMARKS = {
     "fsl": "FSL forward+backward: windowed vs all-pairs (time, peak memory, accuracy)",
     "contour": "contour F over a VOC-size set: fast vs reference procedure",
     "train": "training throughput and peak memory of one stage",
+    "storage": "bytes per image of stored CAMs: naive float32 vs ours; a trial, a study",
 }
 
 

@@ -13,6 +13,7 @@ Scores are stored per image as `<dir>/<id>.npz` (`save_crf_scores`): uint8 proba
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -21,23 +22,26 @@ import torch
 import torch.nn.functional as F
 
 from icam import VOID
-from icam.atomic import atomic_write
 from icam.data import transforms as T
 from icam.data.voc import _VOCDataset, load_image
 from icam.models.affinity import affinity_labels
+from icam.storage import Storage
 
 NO_SCORE = 1e-5
 """A pooled cell whose scores all stay below this is padding: ignored (the reference's)."""
 
 
-def save_crf_scores(path: str | os.PathLike, low: np.ndarray, high: np.ndarray) -> None:
-    """Write the (1 + P)×H×W CRF probabilities at the low and high α, quantised to uint8."""
+def save_crf_scores(path: str | os.PathLike | Storage, low: np.ndarray,
+                    high: np.ndarray) -> None:
+    """Write the (1 + P)×H×W CRF probabilities at the low and high α, quantised to uint8, all
+    or nothing, to a local path or a storage location."""
     if low.shape != high.shape or low.ndim != 3:
         raise ValueError(f"{path}: low and high scores must be (1+P)×H×W of one shape, got "
                          f"{low.shape} and {high.shape}")
     quantised = [np.round(np.clip(s, 0, 1) * 255).astype(np.uint8) for s in (low, high)]
-    with atomic_write(path) as f:
-        np.savez_compressed(f, low=quantised[0], high=quantised[1])
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, low=quantised[0], high=quantised[1])
+    Storage.open(path).write_bytes(buffer.getvalue())
 
 
 def load_crf_scores(path: str | os.PathLike) -> np.ndarray:

@@ -6,6 +6,7 @@ A data root is a VOC2012 folder, or a VOCdevkit folder holding one, with `JPEGIm
 
 import csv
 import hashlib
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from icam import VOC_CLASSES, VOID
 from icam.atomic import atomic_write
 from icam.data import transforms as T
+from icam.storage import Storage
 
 FOREGROUND_CLASSES = VOC_CLASSES[1:]
 NUM_FOREGROUND = len(FOREGROUND_CLASSES)  # label vectors: entry c - 1 is class id c
@@ -72,13 +74,14 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     return mask
 
 
-def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write an H x W uint8 class-id map as a VOC palette PNG, atomically."""
-    path = Path(path)
+def save_mask(path: str | os.PathLike | Storage, mask: np.ndarray) -> None:
+    """Write an H x W uint8 class-id map as a VOC palette PNG, all or nothing, to a local path
+    or a storage location."""
     im = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
     im.putpalette(VOC_PALETTE)
-    with atomic_write(path) as f:
-        im.save(f, format="PNG")
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    Storage.open(path).write_bytes(buffer.getvalue())
 
 
 def labels_from_mask(mask: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Stage 2: AffinityNet, trained on CRF labels of the CAM stage's CAMs, then the random walk.
 
-Training labels, made first from `<trial_dir>/cam/cams/` (kept across restarts):
+Training labels, made first from `<trial_dir>/cam/cams/` (kept in storage across restarts):
 `<trial_dir>/affinity/crf/<id>.npz`, the dense-CRF scores of each train_aug image with the
 background (1 - max)^α at the method's two exponents (ICAM: 2 and 4; SEAM: 4 and 24), which
 `icam.data.affinity` crops, pools by the output stride and combines as the authors do. Crops
@@ -27,6 +27,7 @@ from icam.models.affinity import AffinityNet, affinities, affinity_labels, affin
 from icam.parallel import map_items
 from icam.randomwalk import random_walk_labels
 from icam.stages.common import StageTrainable, StageTrainer, read_done, score, split_metrics
+from icam.storage import Storage
 
 RADIUS = 5
 """Pairs within this radius (in stride-8 feature pixels) train the affinities."""
@@ -58,16 +59,16 @@ class AffinityTrainer(StageTrainer):
 def _write_crf_scores(image_id: str, cam_dir: str, out_dir: str, voc_root: str,
                       alphas: tuple[float, float]) -> None:
     """One train_aug image: its CRF scores at the low and high background exponents."""
-    cam, label = load_cam(Path(cam_dir) / f"{image_id}.npz")
+    cam, label = load_cam(Storage.open(cam_dir) / f"{image_id}.npz")
     image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
     low, high = (crf_scores(cam, image, alpha, label) for alpha in alphas)
-    save_crf_scores(Path(out_dir) / f"{image_id}.npz", low, high)
+    save_crf_scores(Storage.open(out_dir) / f"{image_id}.npz", low, high)
 
 
 def _write_labels(item: tuple, stage_dir: str, voc_root: str) -> tuple:
     """One image: PNG of its random-walk labels and, for train/val images, their J/F sums."""
     image_id, splits, labels = item
-    save_mask(Path(stage_dir) / "rw" / f"{image_id}.png", labels)
+    save_mask(Storage.open(stage_dir) / "rw" / f"{image_id}.png", labels)
     return splits, (score(labels, voc_root, image_id) if splits else None)
 
 
@@ -82,16 +83,17 @@ class AffinityStage(StageTrainable):
                                     "(DONE.json) for this trial; run it first")
 
     def write_crf_scores(self) -> Path:
-        """The CRF scores in crf/, made for the train_aug images that lack them."""
+        """The CRF scores in crf/, made for the train_aug images that lack them; returns a
+        local folder holding them (a copy in the node's cache when the storage is remote)."""
         layout = VOCLayout(self.data_root)
         out = self.stage_dir / "crf"
-        out.mkdir(parents=True, exist_ok=True)
-        todo = [i for i in layout.ids("train_aug") if not (out / f"{i}.npz").is_file()]
+        have = out.files()
+        todo = [i for i in layout.ids("train_aug") if f"{i}.npz" not in have]
         alphas = CONVENTIONS[self.pipeline.method.formulation]["crf_alphas"]
         work = functools.partial(_write_crf_scores, cam_dir=str(self.trial_dir / "cam" / "cams"),
                                  out_dir=str(out), voc_root=str(layout.root), alphas=alphas)
         map_items(work, todo, desc="CRF labels")
-        return out
+        return self.stage_dir.local_folder("crf", self.cache)
 
     def train_dataset(self):
         return AffinityDataset(self.data_root, "train_aug", self.write_crf_scores(),
@@ -112,8 +114,6 @@ class AffinityStage(StageTrainable):
                 splits[i] = (*splits.get(i, ()), split)
         ids = list(dict.fromkeys([*layout.ids("train_aug"), *evaluated["val"],
                                   *evaluated["train"]]))
-        out = self.stage_dir / "rw"
-        out.mkdir(parents=True, exist_ok=True)
         model = self.trainer.model.eval()
         work = functools.partial(_write_labels, stage_dir=str(self.stage_dir),
                                  voc_root=str(layout.root))

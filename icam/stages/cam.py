@@ -1,16 +1,15 @@
 """Stage 1: the CAM network (SEAM's siamese network with ICAM's or SEAM's losses).
 
-Products in `<trial_dir>/cam/`: `cams/<id>.npz` (multi-scale + flip CAMs of train_aug and
-val), `labels/` (the CAM pseudo-labels of train and val, argmax without CRF with the
-method's background: ICAM's 1 - sum, SEAM's constant 0.26) and their J/F. The CRF labels
-AffinityNet trains on are made from `cams/` by the affinity stage, so a study that stops
-here does not pay for them.
+Products in `<trial_dir>/cam/` (in the study's storage): `cams/<id>.npz` (multi-scale + flip
+CAMs of train_aug and val, uint8-quantised), `labels/` (the CAM pseudo-labels of train and
+val, argmax without CRF with the method's background: ICAM's 1 - sum, SEAM's constant 0.26)
+and their J/F. The CRF labels AffinityNet trains on are made from `cams/` by the affinity
+stage, so a study that stops here does not pay for them.
 """
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,6 +24,7 @@ from icam.losses import FslParameters, cam_losses, siamese_view
 from icam.models.cam import CamNet
 from icam.parallel import map_items
 from icam.stages.common import StageTrainable, StageTrainer, score, split_metrics
+from icam.storage import Storage
 
 
 class CamModel(nn.Module):
@@ -74,9 +74,10 @@ def _cam_products(item: tuple, stage_dir: str, voc_root: str,
                   background: float | None) -> tuple:
     """One train or val image: its evaluated CAM labels and their J/F sums."""
     image_id, splits = item
-    cam, _ = load_cam(Path(stage_dir) / "cams" / f"{image_id}.npz")
+    stage = Storage.open(stage_dir)
+    cam, _ = load_cam(stage / "cams" / f"{image_id}.npz")
     labels = cam_argmax_labels(cam, background)
-    save_mask(Path(stage_dir) / "labels" / f"{image_id}.png", labels)
+    save_mask(stage / "labels" / f"{image_id}.png", labels)
     return splits, score(labels, voc_root, image_id)
 
 
@@ -97,11 +98,9 @@ class CamStage(StageTrainable):
     def write_cams(self, split: str, ids: list[str]) -> None:
         """Multi-scale + flip CAMs of `ids` (of `split`) into cams/, keeping those there."""
         out = self.stage_dir / "cams"
-        out.mkdir(parents=True, exist_ok=True)
         dataset = InferenceDataset(self.data_root, split, self.cfg.infer_scales, flip=True)
-        wanted = set(ids)
-        todo = [k for k, i in enumerate(dataset.ids)
-                if i in wanted and not (out / f"{i}.npz").is_file()]
+        wanted = set(ids) - {name.removesuffix(".npz") for name in out.files()}
+        todo = [k for k, i in enumerate(dataset.ids) if i in wanted]
         loader = DataLoader(Subset(dataset, todo), batch_size=None, collate_fn=keep_item,
                             num_workers=self.cfg.num_workers)
         model = self.trainer.model.net.eval()
@@ -125,7 +124,6 @@ class CamStage(StageTrainable):
         for split, ids in evaluated.items():
             for i in ids:
                 splits[i] = (*splits.get(i, ()), split)
-        (self.stage_dir / "labels").mkdir(parents=True, exist_ok=True)
         background = CONVENTIONS[self.pipeline.method.formulation]["cam_background"]
         work = functools.partial(_cam_products, stage_dir=str(self.stage_dir),
                                  voc_root=str(layout.root), background=background)

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from icam import progress
 from icam.atomic import atomic_path, atomic_write
 from icam.config import STAGES, PipelineConfig, TrainConfig
+from icam.storage import Storage
 
 LR_MULTIPLIERS = (1, 2, 10, 20)
 """Pretrained weights, pretrained biases, new weights, new biases (biases without decay)."""
@@ -124,10 +125,10 @@ def trial_key(pipeline: PipelineConfig) -> str:
     return f"{pipeline.method.name}-s{pipeline.seed}-{digest}"
 
 
-def read_done(stage_dir: str | os.PathLike) -> dict | None:
-    """The metrics of a finished stage (its DONE.json), or None."""
-    path = Path(stage_dir) / DONE_FILE
-    return read_json(path) if path.is_file() else None
+def read_done(stage_dir: str | os.PathLike | Storage) -> dict | None:
+    """The metrics of a finished stage (its DONE.json in storage), or None."""
+    stage_dir = Storage.open(stage_dir)
+    return stage_dir.read_json(DONE_FILE) if stage_dir.exists(DONE_FILE) else None
 
 
 # --- device and optimiser --------------------------------------------------------------------
@@ -364,8 +365,10 @@ class StageTrainable(tune.Trainable):
     """One stage of one trial as a Ray Tune class trainable.
 
     config: "pipeline" (PipelineConfig.to_dict()), "data_root", and "artefacts" (the study's
-    artefact folder; the trial's folder is `<artefacts>/<trial_key>`) or "trial_dir";
-    optional "cpus" (torch threads) and "gpu_fraction" (CUDA memory cap).
+    artefact folder, a local path or storage URI; the trial's folder is
+    `<artefacts>/<trial_key>`) or "trial_dir"; optional "cpus" (torch threads),
+    "gpu_fraction" (CUDA memory cap) and "cache" (this node's cache folder, `cache_root`).
+    Products are written to and read from storage (`self.trial_dir`, `self.stage_dir`).
     Subclasses set `trainer_cls` and implement `train_dataset()`, `collate(items)` and
     `products() -> metrics`, the stage's outputs and their J/F once training is over.
     """
@@ -381,9 +384,11 @@ class StageTrainable(tune.Trainable):
         self.pipeline = PipelineConfig.from_dict(config["pipeline"])
         self.cfg: TrainConfig = getattr(self.pipeline, self.stage)
         self.data_root = str(config["data_root"])
-        trial_dir = config.get("trial_dir") or Path(config["artefacts"]) / trial_key(self.pipeline)
-        self.trial_dir = Path(trial_dir)
+        trial_dir = config.get("trial_dir") or Storage.open(config["artefacts"]) / trial_key(
+            self.pipeline)
+        self.trial_dir = Storage.open(trial_dir)
         self.stage_dir = self.trial_dir / self.stage
+        self.cache = config.get("cache")
         self.finished = read_done(self.stage_dir)
         if self.finished is not None:
             return
@@ -392,7 +397,7 @@ class StageTrainable(tune.Trainable):
             torch.set_num_threads(max(1, int(config["cpus"])))
         cap_gpu_memory(config.get("gpu_fraction"))
         self.check_inputs()
-        write_json(self.trial_dir / "config.json", self.pipeline.to_dict())
+        self.trial_dir.write_json("config.json", self.pipeline.to_dict())
         seed_everything(self.pipeline.seed)
         self.dataset = self.training_set()
         self.batch_size = min(self.cfg.batch_size, len(self.dataset))
@@ -467,7 +472,7 @@ class StageTrainable(tune.Trainable):
             if self._training is not None:
                 self._training.close()
             metrics = self.products()
-            write_json(self.stage_dir / DONE_FILE, metrics)
+            self.stage_dir.write_json(DONE_FILE, metrics)
             self.finished = metrics
             return {**metrics, "done": True}
         count = min(self.iterations_per_step, trainer.max_iterations - trainer.iteration)
@@ -489,7 +494,7 @@ class StageTrainable(tune.Trainable):
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        info = {"stage": self.stage, "trial_key": self.trial_dir.name,
+        info = {"stage": self.stage, "trial_key": trial_key(self.pipeline),
                 "finished": self.finished is not None}
         if self.finished is None:
             save_state(Path(checkpoint_dir) / STATE_FILE, self.trainer.state_dict())

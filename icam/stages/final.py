@@ -1,9 +1,10 @@
-"""Stage 3: DeepLab-v1 (LargeFOV) trained on the AffinityNet's random-walk labels.
+"""Stage 3: DeepLab-v1 (LargeFOV) trained on the AffinityNet's random-walk labels (read from
+a copy in the node's cache).
 
-Products in `<trial_dir>/final/`: `pred/<id>.png`, the multi-scale + flip predictions after
-the dense CRF for train and val, and their J/F. Test-time CRF as in the authors' evaluation
-script (lib/utils/DenseCRF.py): softmax unaries, Gaussian sxy 3 compat 3, bilateral sxy 32
-srgb 13 compat 10, one mean-field iteration.
+Products in `<trial_dir>/final/` (in the study's storage): `pred/<id>.png`, the multi-scale +
+flip predictions after the dense CRF for train and val, and their J/F. Test-time CRF as in the
+authors' evaluation script (lib/utils/DenseCRF.py): softmax unaries, Gaussian sxy 3 compat 3,
+bilateral sxy 32 srgb 13 compat 10, one mean-field iteration.
 
 With `extended` (PMM's extended training, icam.extended): round 1 trains with the pretended
 under-fitting loss; its last model writes the cyclic pseudo-masks `cp/<id>.png` of train_aug;
@@ -52,6 +53,7 @@ from icam.stages.common import (
     score,
     split_metrics,
 )
+from icam.storage import Storage
 
 CRF_PARAMS = {"iterations": 1, "bilateral_sxy": 32}
 """The final stage's test-time CRF (the rest as `icam.crf.dense_crf`'s defaults)."""
@@ -144,7 +146,7 @@ def _final_products(item: tuple, out_dir: str, voc_root: str, crf: dict) -> tupl
     image_id, splits, probs = item
     image = load_image(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg")
     pred = dense_crf(image, probs, **crf).argmax(axis=0).astype(np.uint8)
-    save_mask(Path(out_dir) / f"{image_id}.png", pred)
+    save_mask(Storage.open(out_dir) / f"{image_id}.png", pred)
     return splits, score(pred, voc_root, image_id) if splits else None
 
 
@@ -160,7 +162,8 @@ class FinalStage(StageTrainable):
 
     def train_dataset(self):
         cyclic = hasattr(self, "trainer") and self.trainer.round == 2
-        labels = self.stage_dir / CYCLIC_DIR if cyclic else self.trial_dir / "affinity/rw"
+        source = (self.stage_dir, CYCLIC_DIR) if cyclic else (self.trial_dir, "affinity/rw")
+        labels = source[0].local_folder(source[1], self.cache)
         transform = SegmentationTrain(crop=self.cfg.crop, scale=self.cfg.scale)
         return SegmentationDataset(self.data_root, "train_aug", labels, transform,
                                    seed=self.pipeline.seed)
@@ -193,16 +196,16 @@ class FinalStage(StageTrainable):
         which chooses by val ground truth; here the last one is used (no val labels seen)."""
         folder = self.stage_dir / CYCLIC_DIR
         dataset = InferenceDataset(self.data_root, "train_aug", self.cfg.infer_scales, flip=True)
-        dataset.ids = [i for i in dataset.ids if not (folder / f"{i}.png").is_file()]
+        have = folder.files()
+        dataset.ids = [i for i in dataset.ids if f"{i}.png" not in have]
         self.predict(dataset, folder, (), "cyclic pseudo-masks")
         return len(dataset)
 
-    def predict(self, dataset: InferenceDataset, folder: Path, splits: tuple[str, ...],
+    def predict(self, dataset: InferenceDataset, folder: Storage, splits: tuple[str, ...],
                 desc: str) -> list:
-        """CRF'd multi-scale predictions of `dataset` as PNGs in `folder`; (splits, J/F sums)
-        per image (sums None without `splits`)."""
+        """CRF'd multi-scale predictions of `dataset` as PNGs in the storage `folder`;
+        (splits, J/F sums) per image (sums None without `splits`)."""
         model = self.trainer.model.eval()
-        folder.mkdir(parents=True, exist_ok=True)
         work = functools.partial(_final_products, out_dir=str(folder),
                                  voc_root=str(VOCLayout(self.data_root).root),
                                  crf=CYCLIC_CRF if self.cfg.extended else CRF_PARAMS)
