@@ -77,7 +77,7 @@ def test_report_of_a_tiny_run(tiny_run):
         assert np.abs(panels[1] - panels[0]).mean() > 10  # the heat map is drawn over it
 
     md = report.markdown
-    done = json.loads((paths.artefacts / trial_key(config) / "final" / "DONE.json").read_text())
+    done = (paths.artefacts / trial_key(config) / "final").read_json("DONE.json")
     assert (f"| final | val | {done['final/val/J']:.1f} | {done['final/val/F']:.1f} | "
             f"{done['final/val/JF']:.1f} |") in md
     # the tiny run's settings against the cpu preset (crop 128, 6 CAM epochs, 300 iterations)
