@@ -308,12 +308,17 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
 
     res = stage_resources(resources, stage)
     cls = stage_classes()[stage]
-    errors = []
+    errors = {}
 
     def fit(tuner) -> None:
         for result in tuner.fit():
             if result.error is not None:
-                errors.append(_failure(stage, result))
+                errors[_trial_name(result)] = _failure(stage, result)
+
+    def unfinished() -> list[tuple[str, str]]:
+        """The failures of trials still without their DONE.json (a restored experiment that
+        fails, say because its checkpoint is gone, is followed by a fresh one that may finish)."""
+        return [failure for key, failure in errors.items() if not done(key)]
 
     # interrupted experiments continue from their checkpoints
     for name, entry in experiments.items():
@@ -326,7 +331,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
     wanted = {trial_key(t): t for t in trials}
     pending = [t for k, t in wanted.items() if not done(k)]
     if not pending:
-        return errors
+        return unfinished()
     gpu = resolve_gpu(res["gpu"], stage, pending[0])
     name = _experiment_name(stage, [trial_key(t) for t in pending], experiments)
     experiments[name] = {"trials": [trial_key(t) for t in pending], "gpu": gpu}
@@ -348,7 +353,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1,
                                                     checkpoint_at_end=True)))
     fit(tuner)
-    return errors
+    return unfinished()
 
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> str:

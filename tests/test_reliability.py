@@ -99,13 +99,12 @@ def result_rows(trial_dir: Path) -> list[dict]:
 
 
 def _kill_worker_mid_epoch(experiment: Path, killed: dict) -> None:
-    """Once the first epoch's checkpoint is stored, SIGKILL the trial's worker during the
+    """Once the first epoch's checkpoint is stored whole, SIGKILL the trial's worker during the
     second epoch (its pid from result.json); record what had been reported by then."""
     deadline = time.time() + 120
     while time.time() < deadline:
-        for checkpoint in experiment.glob("*/checkpoint_000000"):
-            time.sleep(0.2)  # past the save, into the second epoch's step
-            rows = result_rows(checkpoint.parent)
+        for checkpoint in experiment.glob("*/checkpoint_000000/position.json"):
+            rows = result_rows(checkpoint.parent.parent)
             if rows:
                 killed.update(pid=rows[-1]["pid"], rows=len(rows))
                 os.kill(killed["pid"], signal.SIGKILL)
@@ -186,7 +185,12 @@ def _kill_group_when(proc: subprocess.Popen, ready, timeout: float = 240) -> Non
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_with_the_same_command(tiny_root, tmp_path, ray_env):
+@pytest.mark.parametrize("checkpoints_lost", [False, True])
+def test_a_killed_driver_resumes_with_the_same_command(tiny_root, tmp_path, ray_env,
+                                                       checkpoints_lost):
+    """With `checkpoints_lost`, the stored experiment names checkpoints that are gone (as when
+    a driver dies after Tune replaced a checkpoint and before it stored the experiment's state):
+    the rerun's restore fails, the trials are trained afresh, and the command succeeds."""
     study = tmp_path / "results" / "ablate_mu"
     command = _study_command(tiny_root, tmp_path / "results")
 
@@ -213,6 +217,11 @@ def test_a_killed_driver_resumes_with_the_same_command(tiny_root, tmp_path, ray_
     before = {p.parent.name: result_rows(p.parent)
               for p in study.glob("tune/affinity/*/result.json")}
     assert not list(study.glob("artefacts/*/affinity/DONE.json"))
+    if checkpoints_lost:
+        lost = list(study.glob("tune/affinity/*/checkpoint_*"))
+        assert lost
+        for folder in lost:
+            shutil.rmtree(folder)
 
     rerun = subprocess.run(command, env=ray_env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -222,6 +231,12 @@ def test_a_killed_driver_resumes_with_the_same_command(tiny_root, tmp_path, ray_
     # an interrupted trial continues from its checkpoint: no epoch lost, none trained from
     # scratch (the epoch reported just before the kill may be reported again)
     for key, rows_before in before.items():
+        if checkpoints_lost:  # trained afresh, in a new Tune experiment
+            (fresh,) = study.glob(f"tune/affinity-*/{key}")
+            rows = result_rows(fresh)
+            assert [r["epoch"] for r in rows if not r["done"]] == [1, 2, 3, 4], rerun.stdout
+            assert rows[-1]["done"]
+            continue
         rows = result_rows(study / "tune" / "affinity" / key)
         epochs = [r["epoch"] for r in rows if not r["done"]]
         assert sorted(set(epochs)) == [1, 2, 3, 4] and rows[-1]["done"]
