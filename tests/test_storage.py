@@ -122,3 +122,33 @@ def test_the_analysis_reads_the_quantised_cam_files(tmp_path):
         heat = foreground_heat(arrays)
     expected = np.round(np.maximum(cam[4], cam[9]) * 255) / 255  # the max over class maps
     np.testing.assert_allclose(heat, expected, atol=1e-7)
+
+
+def test_the_compaction_bench_stores_naive_products_at_full_precision_and_restores_ours(tmp_path):
+    import icam.data.affinity
+    import icam.stages.affinity
+    import icam.stages.cam
+    from icam.bench.compaction import naive_storage
+
+    rng = np.random.default_rng(0)
+    cam = rng.random((20, 5, 7)).astype(np.float32)
+    label = np.eye(20, dtype=np.float32)[[3, 11]].sum(axis=0)
+    scores = rng.random((2, 3, 5, 7)).astype(np.float32)
+    ours = (icam.stages.cam.save_cam, icam.stages.affinity.save_crf_scores,
+            icam.data.affinity.load_crf_scores)
+    originals = naive_storage()
+    try:
+        icam.stages.cam.save_cam(tmp_path / "cam.npz", cam, label)
+        icam.stages.affinity.save_crf_scores(tmp_path / "crf.npz", *scores)
+        crf = icam.data.affinity.load_crf_scores(tmp_path / "crf.npz")
+    finally:
+        for module, name, value in originals:
+            setattr(module, name, value)
+    assert (icam.stages.cam.save_cam, icam.stages.affinity.save_crf_scores,
+            icam.data.affinity.load_crf_scores) == ours
+    loaded, loaded_label = load_cam(tmp_path / "cam.npz")  # the stages' own reader
+    expected = np.zeros_like(cam)
+    expected[[3, 11]] = cam[[3, 11]]  # only the present classes are stored, unrounded
+    np.testing.assert_array_equal(loaded, expected)
+    np.testing.assert_array_equal(loaded_label, label)
+    np.testing.assert_array_equal(crf, np.concatenate(scores))
