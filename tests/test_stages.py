@@ -17,7 +17,7 @@ from icam.config import pipeline_config
 from icam.data.affinity import load_crf_scores
 from icam.data.synthetic import generate
 from icam.data.voc import VOCLayout, load_mask, save_mask
-from icam.inference import save_cam
+from icam.inference import load_cam, save_cam
 from icam.stages import AffinityStage, CamStage, FinalStage
 from icam.stages.common import (
     StageTrainer,
@@ -308,6 +308,26 @@ def test_affinity_stage_makes_its_crf_scores_from_the_cams_once(method, alphas, 
     AffinityStage(config=dict(config))  # a restarted trial keeps the scores it has
     assert {p: p.stat().st_mtime_ns for p in (trial / "affinity" / "crf").iterdir()} == stamps
     assert not (trial / "cam" / "crf").exists()
+
+
+def test_a_seam_cam_stage_stores_min_max_cams_with_the_negative_floor_at_zero(tiny_root,
+                                                                               tmp_path):
+    # SEAM's min-max maps each present class's minimum below 0 and its maximum to
+    # (max - min - eps) / (max - min + eps), about 1; stored maps hold [0, 1]: min 0, max ~1
+    pipeline = tiny_pipeline("seam")
+    pipeline = replace(pipeline, cam=replace(pipeline.cam, epochs=1))
+    stage = CamStage(config={"pipeline": pipeline.to_dict(), "data_root": str(tiny_root),
+                             "trial_dir": str(tmp_path / "trial")})
+    result = {"done": False}
+    while not result["done"]:
+        result = stage.train()
+    cams = sorted((tmp_path / "trial" / "cam" / "cams").glob("*.npz"))
+    assert len(cams) == len(VOCLayout(tiny_root).ids("train_aug")) + len(
+        VOCLayout(tiny_root).ids("val"))
+    for path in cams:
+        cam, label = load_cam(path)
+        for c in np.flatnonzero(label):
+            assert cam[c].min() == 0 and cam[c].max() >= 0.99
 
 
 def test_a_stage_with_done_json_reports_it_without_training(tiny_root, tmp_path):

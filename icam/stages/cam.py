@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -109,7 +110,9 @@ class CamStage(StageTrainable):
                 cam = infer_cam(model, image, label.numpy(), views=views,
                                 formulation=self.pipeline.method.formulation,
                                 device=self.trainer.device)
-                save_cam(out / f"{image_id}.npz", cam, label.numpy())
+                # SEAM's min-max leaves the pixels below min + eps at -(min + eps) / (max -
+                # min + eps) (`seam_min_max`); stored CAMs hold [0, 1], so they are stored as 0
+                save_cam(out / f"{image_id}.npz", np.maximum(cam, 0), label.numpy())
                 bar.update()
 
     def products(self) -> dict:
