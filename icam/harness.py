@@ -256,8 +256,8 @@ class TrialConsole(tune.Callback):
         progress.announce(self._owner(trial))
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        progress.finish(self._owner(trial), "lost its worker after {elapsed}; resuming from "
-                        "its last checkpoint", ended=False)
+        progress.finish(self._owner(trial), "stopped after {elapsed} (an error or a lost "
+                        "worker: see the log); retrying from its last checkpoint", ended=False)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         progress.finish(self._owner(trial), "failed after {elapsed}")
