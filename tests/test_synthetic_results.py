@@ -1,4 +1,6 @@
-"""The committed synthetic-benchmark results regenerate identically from the committed trials."""
+"""The committed synthetic-benchmark results regenerate identically from the committed trials:
+the current ones (`analysis/results/synthetic` -> `docs/synthetic_results`) and the superseded
+version 2 kept beside them (`-v2`, `_v2`)."""
 
 import importlib
 from pathlib import Path
@@ -8,22 +10,29 @@ import pytest
 make_all = importlib.import_module("analysis.make_all")
 
 ROOT = Path(__file__).resolve().parents[1]
-TRIALS = ROOT / "analysis" / "results" / "synthetic"
-TABLES = ROOT / "docs" / "synthetic_results"
+RESULTS = {  # committed trials -> the tables made from them
+    "current": (ROOT / "analysis" / "results" / "synthetic", ROOT / "docs" / "synthetic_results"),
+    "v2": (ROOT / "analysis" / "results" / "synthetic-v2",
+           ROOT / "docs" / "synthetic_results_v2"),
+}
 
 
-def committed_tables() -> list[Path]:
-    return sorted(p for p in TABLES.glob("*") if p.suffix in (".md", ".csv", ".tex"))
+def committed_tables(tables: Path) -> list[Path]:
+    return sorted(p for p in tables.glob("*") if p.suffix in (".md", ".csv", ".tex"))
 
 
-def test_there_are_committed_trials_and_tables():
-    assert sorted(TRIALS.glob("*/trials.csv")), "no committed trials under analysis/results"
-    assert committed_tables(), "no committed tables under docs/synthetic_results"
+@pytest.mark.parametrize("version", RESULTS)
+def test_there_are_committed_trials_and_tables(version):
+    trials, tables = RESULTS[version]
+    assert sorted(trials.glob("*/trials.csv")), f"no committed trials under {trials}"
+    assert committed_tables(tables), f"no committed tables under {tables}"
 
 
-@pytest.mark.parametrize("name", [p.name for p in committed_tables()])
-def test_committed_table_regenerates_identically(name, tmp_path_factory):
-    out = tmp_path_factory.getbasetemp() / "synthetic_results"
+@pytest.mark.parametrize("version, name", [(v, p.name) for v, (_, tables) in RESULTS.items()
+                                           for p in committed_tables(tables)])
+def test_committed_table_regenerates_identically(version, name, tmp_path_factory):
+    trials, tables = RESULTS[version]
+    out = tmp_path_factory.getbasetemp() / f"synthetic_results_{version}"
     if not out.exists():
-        assert make_all.main(["--results", str(TRIALS), "--out", str(out)]) == 0
-    assert (out / name).read_text() == (TABLES / name).read_text()
+        assert make_all.main(["--results", str(trials), "--out", str(out)]) == 0
+    assert (out / name).read_text() == (tables / name).read_text()
