@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from analysis.trials import open_location, read_bytes
+from icam import codec
 
 COLUMNS = ("image", "CAM (foreground)", "pseudo-label", "AffinityNet label", "final prediction",
            "ground truth")
@@ -67,12 +68,11 @@ def _data_folder(fs: pafs.FileSystem, root: str) -> str:
 
 def foreground_heat(arrays) -> np.ndarray:
     """Max over a CAM file's foreground maps. Two layouts: "cams" (maps of present foreground
-    classes only, as the CAM stage writes them, quantised with their "scale") or "cam"
+    classes only, as the CAM stage writes them: `icam.codec`) or "cam"
     (K x H x W) with "keys" (their class ids; 0 = background; without keys, channel 0 is
     background)."""
     if "cams" in arrays:
-        scale = float(arrays["scale"]) if "scale" in arrays else 1.0
-        maps = np.asarray(arrays["cams"], np.float32) * scale
+        maps = codec.read_maps(arrays, "cams")
         shape = tuple(int(v) for v in arrays["size"]) if "size" in arrays else maps.shape[1:]
     else:
         cam = np.asarray(arrays["cam"], np.float32)

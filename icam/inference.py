@@ -5,7 +5,7 @@ A CAM here is the float32 array of the foreground classes only, C×H×W at image
 [0, 1]. The background is never stored; each consumer builds it from the foreground:
 `crf_scores` as (1 - max)^α (AffinityNet's CRF labels), `cam_argmax_labels` as 1 - sum (ICAM's
 evaluated CAM labels) or SEAM's constant 0.26, the random walk as (1 - max)^α with α = 6. On
-disk a CAM is quantised to uint8 (`save_cam`).
+disk a CAM is stored at 12 bits (`save_cam`, `icam.codec`).
 
 Each method keeps its own paper's conventions (reference-facts.md, "As run"): ICAM (and the
 `seam+is`, `seam+fsl` variants, which are ICAM's losses with a part switched off) as the
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icam import codec
 from icam.data import transforms as T
 from icam.losses import cam_probabilities
 from icam.storage import Storage
@@ -121,15 +122,10 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
     return cam.cpu().numpy().astype(np.float32)
 
 
-CAM_LEVELS = 255
-"""Stored CAMs are uint8: round(255 · value), a step of 1/255 (`python -m icam.bench storage`
-measures the size and how many labels change)."""
-
-
 def save_cam(path: str | os.PathLike | Storage, cam: np.ndarray, label: np.ndarray) -> None:
     """Write a CAM (C×H×W, values in [0, 1]) and its image label (C) as compressed .npz, all
     or nothing, to a local path or a storage location; only the maps of the present classes
-    are stored, quantised to `CAM_LEVELS` levels."""
+    are stored, at 12 bits (`icam.codec`)."""
     cam = np.asarray(cam, dtype=np.float32)
     label = np.asarray(label, dtype=np.float32)
     if cam.ndim != 3 or label.shape != (cam.shape[0],):
@@ -139,24 +135,23 @@ def save_cam(path: str | os.PathLike | Storage, cam: np.ndarray, label: np.ndarr
     if maps.size and not (maps.min() >= 0 and maps.max() <= 1 + 1e-6):
         raise ValueError(f"{path}: CAM values must lie in [0, 1], got [{maps.min()}, "
                          f"{maps.max()}]")
-    levels = np.round(np.clip(maps, 0, 1) * CAM_LEVELS).astype(np.uint8)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, classes=present, cams=levels, scale=np.float32(1 / CAM_LEVELS),
+    np.savez_compressed(buffer, classes=present, cams=codec.encode(maps), levels=codec.LEVELS,
                         label=label, size=np.array(cam.shape[1:]))
     Storage.open(path).write_bytes(buffer.getvalue())
 
 
 def load_cam(path: str | os.PathLike | Storage) -> tuple[np.ndarray, np.ndarray]:
-    """(cam C×H×W float32, label C float32) as written by `save_cam` (also the float32 maps
-    of files written before CAMs were quantised)."""
+    """(cam C×H×W float32, label C float32) as written by `save_cam` (or by earlier versions,
+    which stored uint8 or float32 maps)."""
     try:
         with np.load(io.BytesIO(Storage.open(path).read_bytes()), allow_pickle=False) as f:
-            classes, cams, label, size = f["classes"], f["cams"], f["label"], f["size"]
-            scale = f["scale"] if "scale" in f.files else np.float32(1)
+            classes, maps, label = f["classes"], codec.read_maps(f, "cams"), f["label"]
+            size = f["size"]
     except (OSError, KeyError, ValueError) as err:
         raise ValueError(f"{path}: not a CAM file written by save_cam ({err})") from err
     cam = np.zeros((label.shape[0], *size), np.float32)
-    cam[classes] = cams.astype(np.float32) * scale
+    cam[classes] = maps
     return cam, label
 
 

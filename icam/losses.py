@@ -149,9 +149,9 @@ def dissimilarity(xi: torch.Tensor, xj: torch.Tensor) -> torch.Tensor:
     return ((xi - xj).abs().sum(dim=1) / xi.shape[1]).clamp(0, 1)
 
 
-def spatial_weight(dy: int, dx: int, sigma):
-    # eq. 10: w_ij = exp(-||p_i - p_j||² / (2σ²)) / (2πσ²)
-    return torch.exp(-(dy * dy + dx * dx) / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
+def spatial_weight(rho2, sigma):
+    # eq. 10: w_ij = exp(-||p_i - p_j||² / (2σ²)) / (2πσ²), rho2 = ||p_i - p_j||²
+    return torch.exp(-rho2 / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
 
 
 def _weighted_similarity(features: torch.Tensor, mu, sigma, radius: int):
@@ -165,9 +165,8 @@ def _weighted_similarity(features: torch.Tensor, mu, sigma, radius: int):
         rows_i = features[:, :, :h - dy]
         partners = padded[:, :, dy:].unfold(3, w, 1)[:, :, :, [dx + rx for dx in dxs]]
         f = similarity_f(dissimilarity(partners, rows_i.unsqueeze(3)), mu)
-        distance = torch.tensor(dxs, dtype=features.dtype, device=features.device) ** 2 + dy * dy
-        wf = f * (torch.exp(-distance / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)).view(
-            1, 1, -1, 1)  # eq. 10 times eq. 12
+        rho2 = torch.tensor(dxs, dtype=features.dtype, device=features.device) ** 2 + dy * dy
+        wf = f * spatial_weight(rho2, sigma).view(1, 1, -1, 1)  # eq. 10 times eq. 12
         for k, dx in enumerate(dxs):
             yield dy, dx, wf[:, :, k, max(0, -dx):w - max(0, dx)]
 
@@ -198,12 +197,12 @@ class _WindowedFsl(torch.autograd.Function):
             partners[si].addcmul_(probs[sj], wf)
             partners[sj].addcmul_(probs[si], wf)
             if dmu is not None or dsigma is not None:
+                rho2 = dy * dy + dx * dx
                 g = 0.5 * (probs[si] - probs[sj]).square().sum(dim=1)
-                f = wf[:, 0] / spatial_weight(dy, dx, sigma_v)
+                f = wf[:, 0] / spatial_weight(rho2, sigma_v)
                 if dmu is not None:  # ∂f/∂μ = 1 - f²
-                    dmu += 2 * (spatial_weight(dy, dx, sigma_v) * (1 - f * f) * g).sum()
+                    dmu += 2 * (spatial_weight(rho2, sigma_v) * (1 - f * f) * g).sum()
                 if dsigma is not None:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
-                    rho2 = dy * dy + dx * dx
                     dsigma += 2 * (wf[:, 0] * (rho2 / sigma_v ** 3 - 2 / sigma_v) * g).sum()
         grad = probs * weights - partners
         total = (probs * grad).sum()

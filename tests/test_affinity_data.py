@@ -53,13 +53,13 @@ def test_pooled_labels_average_each_block_then_combine_the_two_alphas():
     np.testing.assert_array_equal(labels, [[1, 255], [0, 255]])
 
 
-def test_crf_scores_round_trip_at_uint8_precision(tmp_path):
+def test_crf_scores_round_trip_at_12_bit_precision(tmp_path):
     rng = np.random.default_rng(0)
     low, high = rng.random((3, 5, 7)), rng.random((3, 5, 7))
     save_crf_scores(tmp_path / "a.npz", low, high)
     loaded = load_crf_scores(tmp_path / "a.npz")
     assert loaded.shape == (6, 5, 7) and loaded.dtype == np.float32
-    np.testing.assert_allclose(loaded, np.concatenate([low, high]), atol=0.5 / 255 + 1e-7)
+    np.testing.assert_allclose(loaded, np.concatenate([low, high]), atol=0.5 / 4095 + 1e-7)
     with pytest.raises(ValueError, match="shape"):
         save_crf_scores(tmp_path / "b.npz", low, high[:2])
     (tmp_path / "c.npz").write_bytes(b"junk")

@@ -165,10 +165,11 @@ def test_model_and_label_sizes_must_agree():
         infer_cam(model, np.zeros((1, 2, 3)), np.ones(2), scales=[1.0])
 
 
-def test_save_and_load_cam_round_trip_at_uint8_precision(tmp_path):
+def test_save_and_load_cam_round_trip_at_12_bit_precision(tmp_path):
     rng = np.random.default_rng(1)
     cam = rng.random((20, 5, 7)).astype(np.float32)
-    cam[3, 0, :4] = [0.0, 1.0, 0.51 / 255, 0.49 / 255]  # both ends, either side of a half step
+    cam[3, 0, :4] = [0.0, 1.0, 0.51 / 4095, 0.49 / 4095]  # both ends, either side of a half step
+    cam[14, 4] = np.linspace(0, 1, 7)  # a smooth row: the differences the codec stores
     label = np.zeros(20, np.float32)
     label[[3, 14]] = 1
     cam[label == 0] = 0
@@ -177,18 +178,30 @@ def test_save_and_load_cam_round_trip_at_uint8_precision(tmp_path):
     assert os.listdir(tmp_path) == ["2007_000032.npz"]
     loaded, loaded_label = load_cam(path)
     assert loaded.dtype == np.float32 and loaded.shape == cam.shape
-    assert np.abs(loaded - cam).max() <= 0.5 / 255 + 1e-7  # the nearest of 256 levels
-    np.testing.assert_allclose(loaded[3, 0, :4], [0.0, 1.0, 1 / 255, 0.0], rtol=1e-6)
+    assert np.abs(loaded - cam).max() <= 0.5 / 4095 + 1e-7  # the nearest of 4096 levels
+    np.testing.assert_allclose(loaded[3, 0, :4], [0.0, 1.0, 1 / 4095, 0.0], rtol=1e-6)
     assert (loaded[label == 0] == 0).all()
     np.testing.assert_array_equal(loaded_label, label)
     with np.load(path, allow_pickle=False) as f:
         assert f["cams"].shape == (2, 5, 7)  # only the present classes are stored
-        assert f["cams"].dtype == np.uint8
+        assert f["cams"].dtype == np.int16
+        # the stored values are differences of the levels along rows, then columns
+        level = np.round(cam[14, 4] * 4095) - np.round(cam[14, 3] * 4095)
+        np.testing.assert_array_equal(f["cams"][1, 4, 1:],
+                                      level[1:] - level[:-1])
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="bad.npz"):
         load_cam(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         save_cam(tmp_path / "over.npz", cam * 2, label)
+
+
+def test_cam_files_of_uint8_levels_still_load(tmp_path):
+    np.savez_compressed(tmp_path / "old.npz", classes=np.array([1]),
+                        cams=np.array([[[0, 51, 255]]], np.uint8), scale=np.float32(1 / 255),
+                        label=np.eye(3, dtype=np.float32)[1], size=np.array([1, 3]))
+    cam, _ = load_cam(tmp_path / "old.npz")
+    np.testing.assert_allclose(cam[1, 0], [0.0, 0.2, 1.0], rtol=1e-6)
 
 
 def test_cam_files_of_float32_maps_still_load(tmp_path):

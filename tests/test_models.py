@@ -467,14 +467,17 @@ def test_random_walk_against_dense_loops():
     feat = torch.randn(1, 3, h, w, dtype=torch.float64)
     t = random_walk_transition(feat, r, beta)
     a = torch.eye(h * w, dtype=torch.float64)
+    pairs = 0
     for dy, dx in affinity_offsets(r):
         for y in range(h - r + 1):
             for x in range(r - 1, w - r + 1):
                 i, j = y * w + x, (y + dy) * w + x + dx
                 value = torch.exp(-(feat[0, :, y, x] - feat[0, :, y + dy, x + dx]).abs().mean())
                 a[i, j] = a[j, i] = value**beta
+                pairs += 1
     want = a / a.sum(dim=0, keepdim=True)
-    torch.testing.assert_close(t[0], want)
+    assert t.is_sparse and t._nnz() == 2 * pairs + h * w  # only the pairs and the diagonal
+    torch.testing.assert_close(t[0].to_dense(), want)
     cams = torch.rand(1, 2, h, w, dtype=torch.float64)
     propagated = cams.view(1, 2, -1) @ torch.linalg.matrix_power(want, 2**3)
     torch.testing.assert_close(random_walk(cams, t, logt=3), propagated.view(1, 2, h, w))

@@ -70,6 +70,11 @@ def test_walk_spreads_a_class_within_its_block_only():
     assert (unwalked[12, 8:16] == 0).all()  # without the walk the fourth node stays background
 
 
+def test_a_cam_without_any_class_walks_to_background():
+    labels = propagate_labels(np.zeros((20, 16, 32), np.float32), block_transition(), logt=3)
+    assert labels.shape == (16, 32) and labels.dtype == np.uint8 and not labels.any()
+
+
 def test_transition_size_must_match_the_cam():
     with pytest.raises(ValueError, match="transition"):
         propagate_labels(np.zeros((20, 16, 32), np.float32), torch.eye(4))
@@ -96,7 +101,7 @@ def test_random_walk_labels_match_a_direct_computation():
     x = np.zeros((3, 40, 64))
     x[:, :36, :60] = ((image / 255.0 - MEAN) / STD).transpose(2, 0, 1)
     features = torch.tensor(x.reshape(3, 5, 8, 8, 8).mean(axis=(2, 4)))[None]
-    t = random_walk_transition(features, 2, 8)[0]
+    t = random_walk_transition(features, 2, 8)[0].to_dense()
     full = np.zeros((21, 40, 64))
     full[0, :36, :60] = (1 - cam.max(axis=0)) ** 6
     full[1:, :36, :60] = cam
@@ -118,3 +123,11 @@ def test_small_feature_maps_shrink_the_radius_or_skip_the_walk():
     np.testing.assert_array_equal(labels[:, 8:], 0)
     with pytest.raises(ValueError, match="differs"):
         random_walk_labels(PooledImage(), image, cam[:, :8])
+
+
+def test_the_random_walk_bench_compares_sparse_with_the_dense_reference(capsys):
+    from icam.bench.randomwalk import main
+
+    assert main(["--images", "1", "--size", "48x72", "--stride", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "labels differ at 0 of 3456 pixels" in out and "speed-up" in out

@@ -64,7 +64,7 @@ def test_cams_and_masks_go_to_storage(store):
     mask = np.array([[0, 7, 7, 255]], np.uint8)
     save_mask(store / "labels" / "img.png", mask)
     loaded, loaded_label = load_cam(store / "cams" / "img.npz")
-    np.testing.assert_allclose(loaded, np.round(cam * 255) / 255, atol=1e-7)
+    np.testing.assert_allclose(loaded, np.round(cam * 4095) / 4095, atol=1e-7)  # 12 bits
     assert (loaded_label == label).all() and store.files("labels") == {"img.png"}
     folder = store.local_folder("labels")
     from icam.data.voc import load_mask
@@ -120,7 +120,7 @@ def test_the_analysis_reads_the_quantised_cam_files(tmp_path):
     save_cam(tmp_path / "c.npz", cam, np.eye(20, dtype=np.float32)[[4, 9]].sum(axis=0))
     with np.load(tmp_path / "c.npz", allow_pickle=False) as arrays:
         heat = foreground_heat(arrays)
-    expected = np.round(np.maximum(cam[4], cam[9]) * 255) / 255  # the max over class maps
+    expected = np.round(np.maximum(cam[4], cam[9]) * 4095) / 4095  # the max over class maps
     np.testing.assert_allclose(heat, expected, atol=1e-7)
 
 

@@ -11,7 +11,8 @@ BENCHMARKS = {
     "contour": "contour F over a VOC-size set: fast vs reference procedure",
     "train": "training throughput and peak memory of one stage",
     "storage": "bytes per image of stored CAMs: naive float32 vs ours; a trial, a study",
-    "compaction": "J and F of every stage: products stored as float32 vs ours (uint8)",
+    "compaction": "J and F of every stage: products stored as float32 vs ours (12-bit)",
+    "randomwalk": "random-walk labels: sparse transition vs the dense reference (time)",
 }
 
 

@@ -5,10 +5,11 @@
 
 One trial of the cpu preset (CAM, AffinityNet, final stage) runs twice in this process, from
 the same seed: once with its products stored naively (CAMs and CRF scores as float32 arrays in
-compressed .npz, as they were stored before), once as the stages store them (uint8 levels,
-`save_cam`, `save_crf_scores`). The label PNGs the later stages train on are integers either
-way. It prints, per stage and split, J and F of both runs and their difference, and the bytes
-of the stored CAM and CRF score folders. Everything else about the two runs is identical.
+compressed .npz, as they were stored before), once as the stages store them (12-bit levels,
+`icam.codec`). The label PNGs the later stages train on are integers either way. It prints,
+per stage and split, J and F of both runs and their difference, how many pixels of each
+stage's label maps differ between the runs, and the bytes of the stored CAM and CRF score
+folders. Everything else about the two runs is identical.
 """
 
 from __future__ import annotations
@@ -87,6 +88,22 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*.npz"))
 
 
+LABEL_FOLDERS = {"cam": "cam/labels", "affinity": "affinity/rw", "final": "final/pred"}
+"""Each stage's label maps (PNG), of the train and val images."""
+
+
+def differing_pixels(a: Path, b: Path) -> tuple[int, int]:
+    """(pixels that differ, pixels) over the label PNGs of folder `a` and their namesakes in `b`."""
+    from icam.data.voc import load_mask
+
+    differ = total = 0
+    for path in sorted(a.glob("*.png")):
+        first, second = load_mask(path), load_mask(b / path.name)
+        differ += int((first != second).sum())
+        total += first.size
+    return differ, total
+
+
 def main(argv: list[str]) -> int:
     from dataclasses import replace
 
@@ -108,7 +125,7 @@ def main(argv: list[str]) -> int:
 
     runs, sizes = {}, {}
     with tempfile.TemporaryDirectory(prefix="icam-compaction-") as tmp:
-        for kind in ("naive float32", "ours uint8"):
+        for kind in ("naive float32", "ours 12-bit"):
             originals = naive_storage() if kind.startswith("naive") else []
             trial_dir = Path(tmp) / kind.split()[0]
             start = time.perf_counter()
@@ -120,15 +137,20 @@ def main(argv: list[str]) -> int:
             sizes[kind] = {folder: folder_bytes(trial_dir / folder)
                            for folder in ("cam/cams", "affinity/crf")}
             print(f"{kind}: {time.perf_counter() - start:.0f} s", flush=True)
+        changed = {stage: differing_pixels(Path(tmp, "naive", folder), Path(tmp, "ours", folder))
+                   for stage, folder in LABEL_FOLDERS.items()}
 
-    naive, ours = runs["naive float32"], runs["ours uint8"]
+    naive, ours = runs["naive float32"], runs["ours 12-bit"]
     print(f"\n{config.method.name}, seed {config.seed}, cpu preset; data {data_root}")
-    print(f"{'metric':24s} {'naive float32':>14s} {'ours uint8':>11s} {'difference':>11s}")
+    print(f"{'metric':24s} {'naive float32':>14s} {'ours 12-bit':>11s} {'difference':>11s}")
     for key in sorted(naive, key=lambda k: (STAGE_NAMES.index(k.split('/')[0]), k)):
         print(f"{key:24s} {naive[key]:14.4f} {ours[key]:11.4f} {ours[key] - naive[key]:+11.4f}")
     worst = max(abs(ours[k] - naive[k]) for k in naive)
     print(f"largest difference {worst:.4f} (J and F in %)")
+    for stage, (differ, total) in changed.items():
+        print(f"{LABEL_FOLDERS[stage]:14s} {differ:,d} of {total:,d} label pixels differ "
+              f"({100 * differ / max(total, 1):.4f} %)")
     for folder in ("cam/cams", "affinity/crf"):
-        n, o = sizes["naive float32"][folder], sizes["ours uint8"][folder]
+        n, o = sizes["naive float32"][folder], sizes["ours 12-bit"][folder]
         print(f"{folder:14s} naive {n:12,d} B   ours {o:12,d} B   {n / max(o, 1):.1f}x smaller")
     return 0

@@ -7,8 +7,8 @@ where the low-α scores still say foreground, confident background where the hig
 still say background, the rest (and the crop's padding) is ignored. The (bg, fg, neg) pair
 masks of `icam.models.affinity` follow.
 
-Scores are stored per image as `<dir>/<id>.npz` (`save_crf_scores`): uint8 probabilities
-(p · 255, rounded) of the background and the present classes at both exponents.
+Scores are stored per image as `<dir>/<id>.npz` (`save_crf_scores`): the probabilities of the
+background and the present classes at both exponents, at 12 bits (`icam.codec`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icam import VOID
+from icam import VOID, codec
 from icam.data import transforms as T
 from icam.data.voc import _VOCDataset, load_image
 from icam.models.affinity import affinity_labels
@@ -33,14 +33,14 @@ NO_SCORE = 1e-5
 
 def save_crf_scores(path: str | os.PathLike | Storage, low: np.ndarray,
                     high: np.ndarray) -> None:
-    """Write the (1 + P)×H×W CRF probabilities at the low and high α, quantised to uint8, all
-    or nothing, to a local path or a storage location."""
+    """Write the (1 + P)×H×W CRF probabilities at the low and high α, at 12 bits
+    (`icam.codec`), all or nothing, to a local path or a storage location."""
     if low.shape != high.shape or low.ndim != 3:
         raise ValueError(f"{path}: low and high scores must be (1+P)×H×W of one shape, got "
                          f"{low.shape} and {high.shape}")
-    quantised = [np.round(np.clip(s, 0, 1) * 255).astype(np.uint8) for s in (low, high)]
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, low=quantised[0], high=quantised[1])
+    np.savez_compressed(buffer, low=codec.encode(low), high=codec.encode(high),
+                        levels=codec.LEVELS)
     Storage.open(path).write_bytes(buffer.getvalue())
 
 
@@ -48,11 +48,11 @@ def load_crf_scores(path: str | os.PathLike) -> np.ndarray:
     """2(1 + P)×H×W float32 in [0, 1]: the low-α channels, then the high-α ones."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            low, high = f["low"], f["high"]
+            low, high = codec.read_maps(f, "low"), codec.read_maps(f, "high")
     except (OSError, KeyError, ValueError) as err:
         raise ValueError(f"{path}: not a CRF score file written by save_crf_scores ({err})") \
             from err
-    return np.concatenate([low, high]).astype(np.float32) / 255
+    return np.concatenate([low, high])
 
 
 def pooled_affinity_labels(scores: torch.Tensor, stride: int) -> torch.Tensor:

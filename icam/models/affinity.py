@@ -8,6 +8,8 @@ inside the map. Pair arrays are N x P x h' x w' with P offsets, h' = h - r + 1, 
 flattened (N x P x h'w') they equal the reference's layout.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -87,32 +89,43 @@ def affinity_loss(aff: Tensor, bg: Tensor, fg: Tensor, neg: Tensor) -> Tensor:
 
 
 def random_walk_transition(features: Tensor, radius: int = 5, beta: float = 8) -> Tensor:
-    """Dense transition matrices N x hw x hw: A = affinity^beta with A_ii = 1 and A symmetric
-    over the pairs of `affinities`, normalised so that each column sums to 1."""
+    """Transition matrices N x hw x hw, sparse (COO): A = affinity^beta with A_ii = 1 and A
+    symmetric over the pairs of `affinities`, normalised so that each column sums to 1. Only
+    the pairs within the radius are stored (about 70 per pixel for r = 5, not hw)."""
     n, _, h, w = features.shape
     aff = affinities(features, radius).flatten(1)
     index = torch.arange(h * w, device=features.device).view(1, 1, h, w)
     source, partners = _pairs(index, radius)
     src = source[0, 0].expand_as(partners[0, 0]).flatten()
     dst = partners.flatten()
-    a = torch.zeros(n, h * w, h * w, dtype=features.dtype, device=features.device)
-    a[:, src, dst] = aff
-    a[:, dst, src] = aff
-    a.diagonal(dim1=1, dim2=2).fill_(1)
-    a = a.pow(beta)
-    return a / a.sum(dim=1, keepdim=True)
+    diagonal = torch.arange(h * w, device=features.device)
+    rows = torch.cat([src, dst, diagonal])
+    cols = torch.cat([dst, src, diagonal])
+    a = torch.cat([aff, aff, aff.new_ones(n, h * w)], dim=1).pow(beta)
+    a = a / a.new_zeros(n, h * w).index_add_(1, cols, a)[:, cols]  # column sums 1
+    batch = torch.arange(n, device=features.device).repeat_interleave(rows.numel())
+    indices = torch.stack([batch, rows.repeat(n), cols.repeat(n)])
+    return torch.sparse_coo_tensor(indices, a.flatten(), (n, h * w, h * w),
+                                   check_invariants=False).coalesce()
 
 
 def random_walk(cams: Tensor, transition: Tensor, logt: int = 6) -> Tensor:
     """Propagate cams (N x K x h x w) by transition^(2^logt): cam_j <- sum_i cam_i T_ij.
 
-    Applies T 2^logt times to the K x hw maps instead of squaring the hw x hw matrix.
+    Applies the (sparse) T 2^logt times to the K x hw maps instead of powering the hw x hw
+    matrix: each step is one product of T's transpose (CSR) with the hw x K maps.
     """
     n, k, h, w = cams.shape
-    v = cams.flatten(2).to(transition.dtype)
-    for _ in range(2**logt):
-        v = v @ transition
-    return v.view(n, k, h, w)
+    walked = []
+    for cam, t in zip(cams.flatten(2).to(transition.dtype), transition.unbind(0), strict=True):
+        with warnings.catch_warnings():  # torch calls its CSR layout beta; it is the fast one
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            step = (t.coalesce() if t.is_sparse else t).t().to_sparse_csr()
+        v = cam.t()  # hw x K
+        for _ in range(2**logt):
+            v = step @ v
+        walked.append(v.t())
+    return torch.stack(walked).view(n, k, h, w)
 
 
 class AffinityNet(nn.Module):

@@ -42,15 +42,16 @@ def pcm(cam: Tensor, features: Tensor) -> Tensor:
     """Pixel correlation module: cam (N,K,h,w) refined by the affinity of L2-normed features.
 
     aff_ij = relu(f_i . f_j), normalised so that each column j sums to 1; rv_j = sum_i cam_i aff_ij.
-    Runs in float32 even under autocast.
+    The normalisation divides the K x hw product rather than the hw x hw affinities (the same
+    sums, fewer divisions). Runs in float32 even under autocast.
     """
     n, k, h, w = cam.shape
     with torch.autocast(cam.device.type, enabled=False):
         f = features.float().flatten(2)
         f = f / (f.norm(dim=1, keepdim=True) + 1e-5)
-        aff = F.relu(f.transpose(1, 2) @ f)
-        aff = aff / (aff.sum(dim=1, keepdim=True) + 1e-5)
-        return (cam.float().flatten(2) @ aff).view(n, k, h, w)
+        aff = torch.relu_(f.transpose(1, 2) @ f)  # in place: the product is not needed
+        return ((cam.float().flatten(2) @ aff) / (aff.sum(dim=1, keepdim=True) + 1e-5)).view(
+            n, k, h, w)
 
 
 class CamNet(nn.Module):
