@@ -8,11 +8,12 @@ classifier is untrained) on synthetic images at VOC's typical size, or with `--c
 a study's stored CAM files (a trained model's; best those written as float32, before CAMs
 were quantised) and their images in `--data-root`. Each CAM, and the CRF scores AffinityNet
 trains on (ICAM's α = 2 and 4), is written both ways in the same run: naive (float32 arrays,
-compressed .npz, as CAMs were stored before) and ours (`save_cam`, `save_crf_scores`: uint8
-levels). The CAM stage's argmax labels made from both CAMs are compared pixel by pixel, and
-so are the CRF labels (argmax of the scores at either α). Label PNGs are measured on the same
-images. The projection multiplies by the files one VOC 2012 trial stores, at VOC's typical
-375 x 500 pixels (bytes scaled by the pixel count when the images differ).
+compressed .npz, as CAMs were stored before) and ours (`save_cam`, `save_crf_scores`: 12-bit
+levels, delta-coded, `icam.codec`). The CAM stage's argmax labels made from both CAMs are
+compared pixel by pixel, and so are the CRF labels (argmax of the scores at either α). Label
+PNGs are measured on the same images. The projection multiplies by the files one VOC 2012
+trial stores, at VOC's typical 375 x 500 pixels (bytes scaled by the pixel count when the
+images differ).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def report(m: dict, trials: list[int]) -> str:
     lines = [f"{m['images']} images ({m['pixels']:,.0f} pixels each): bytes per image"]
     for kind in ("cam", "crf"):
         naive, ours = m[f"{kind} naive"], m[f"{kind} ours"]
-        lines.append(f"  {kind.upper()} file   naive float32 {naive:12,.0f}   ours uint8 "
+        lines.append(f"  {kind.upper()} file   naive float32 {naive:12,.0f}   ours 12-bit "
                      f"{ours:10,.0f}   {naive / ours:.1f}x smaller")
     lines += [
         f"  label PNG  {m['png']:,.0f}",
@@ -161,7 +162,7 @@ def report(m: dict, trials: list[int]) -> str:
         f"{'trials':>8}{'naive GB':>12}{'ours GB':>12}",
     ]
     naive, ours = trial_bytes(m, "naive"), trial_bytes(m, "ours")
-    for n in [1, *trials]:
+    for n in sorted({1, *trials}):
         lines.append(f"{n:>8}{n * naive / gb:>12.1f}{n * ours / gb:>12.1f}")
     return "\n".join(lines)
 
