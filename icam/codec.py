@@ -2,7 +2,7 @@
 
 round(4095 · x) is differenced along each row and then along each column. Inference and the
 CRF give smooth maps, so the differences are mostly small integers, which deflate
-(`np.savez_compressed`) packs tightly: CAM files 4.4 times smaller than compressed float32 on
+(`np.savez_compressed`) packs tightly: CAM files 4.3 times smaller than compressed float32 on
 the synthetic benchmark, with a step of 1/4095 (`python -m icam.bench compaction` runs a trial
 both ways; `python -m icam.bench storage` projects the sizes to VOC).
 """
