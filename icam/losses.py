@@ -184,18 +184,17 @@ class _WindowedFsl(torch.autograd.Function):
     def forward(ctx, probs, features, mu, sigma, radius):
         n, k, h, w = probs.shape
         need_grad = ctx.needs_input_grad
-        weights = probs.new_zeros((n, 1, h, w))
-        partners = torch.zeros_like(probs)
+        # A_i and S_i in one array: the partners' maps with a channel of ones appended
+        extended = torch.cat([probs, probs.new_ones((n, 1, h, w))], dim=1)
+        sums = torch.zeros_like(extended)
         dmu = probs.new_zeros(()) if need_grad[2] else None
         dsigma = probs.new_zeros(()) if need_grad[3] else None
         mu_v, sigma_v = mu.detach(), sigma.detach()
         for dy, dx, wf in _weighted_similarity(features, mu_v, sigma_v, radius):
             si, sj = _pair_slices(dy, dx, h, w)
             wf = wf.unsqueeze(1)
-            weights[si] += wf
-            weights[sj] += wf
-            partners[si].addcmul_(probs[sj], wf)
-            partners[sj].addcmul_(probs[si], wf)
+            sums[si].addcmul_(extended[sj], wf)
+            sums[sj].addcmul_(extended[si], wf)
             if dmu is not None or dsigma is not None:
                 rho2 = dy * dy + dx * dx
                 g = 0.5 * (probs[si] - probs[sj]).square().sum(dim=1)
@@ -204,6 +203,7 @@ class _WindowedFsl(torch.autograd.Function):
                     dmu += 2 * (spatial_weight(rho2, sigma_v) * (1 - f * f) * g).sum()
                 if dsigma is not None:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
                     dsigma += 2 * (wf[:, 0] * (rho2 / sigma_v ** 3 - 2 / sigma_v) * g).sum()
+        partners, weights = sums[:, :k], sums[:, k:]
         grad = probs * weights - partners
         total = (probs * grad).sum()
         ctx.save_for_backward(grad, dmu if dmu is not None else total,
