@@ -30,11 +30,11 @@ def dense_transition(features: torch.Tensor, radius: int = 5, beta: float = 8) -
     _, _, h, w = features.shape
     aff = affinities(features, radius)[0]  # P × h' × w'
     a = torch.eye(h * w, dtype=features.dtype)
+    ys, xs = torch.meshgrid(torch.arange(aff.shape[1]),
+                            torch.arange(radius - 1, radius - 1 + aff.shape[2]), indexing="ij")
+    i = (ys * w + xs).flatten()  # the source pixels
     for k, (dy, dx) in enumerate(affinity_offsets(radius)):
-        ys, xs = torch.meshgrid(torch.arange(aff.shape[1]),
-                                torch.arange(radius - 1, radius - 1 + aff.shape[2]),
-                                indexing="ij")
-        i, j = (ys * w + xs).flatten(), ((ys + dy) * w + xs + dx).flatten()
+        j = ((ys + dy) * w + xs + dx).flatten()
         a[i, j] = a[j, i] = aff[k].flatten()
     a = a.pow(beta)
     return a / a.sum(dim=0, keepdim=True)
