@@ -1,10 +1,13 @@
-"""Whether the paper's four main findings hold on a set of stored trials.
+"""Whether the paper's main findings hold on a set of stored trials.
 
 1. ICAM's final F beats SEAM's by at least 5 points, its J not lower by more than 1 (Table 3,
    val); 2. with GMP, importance sampling alone (λ = 1) beats GMP alone (λ = 0) on J; 3. with
    GAP, the FSL raises F at every λ (both Fig. 3, train); 4. the spread of J over seeds shrinks
-   from the fewest to the most sampled pixels (Table 2, train). Each uses the stage the paper
-   shows (final) or, when a study stopped earlier, its latest stored stage, and says so.
+   from the fewest to the most sampled pixels (Table 2, train); 5. each contribution alone
+   raises J&F above SEAM's and both together the most (Table 4, val); 6. μ = 2.5 gives the
+   highest J and F of the μ values run (Fig. 4a, train); 7. σ = 5 gives the highest J&F of the
+   σ values run (Fig. 4b, train). Each uses the stage the paper shows (final) or, when a study
+   stopped earlier, its latest stored stage, and says so.
 """
 
 from __future__ import annotations
@@ -101,12 +104,46 @@ def spread_shrinks_with_samples(frame: pd.DataFrame) -> Finding:
     return Finding(claim, where, "; ".join(parts), bool(std.iloc[-1] < std.iloc[0]))
 
 
+def contributions_raise_jf(frame: pd.DataFrame) -> Finding:
+    claim = "each contribution alone raises J&F above SEAM's, both together the most"
+    rows, where = _study(frame, "contributions", "val")
+    jf = _means(rows, "method", "JF")
+    methods = ["seam+is", "seam+fsl", "icam"]
+    if not {"seam", *methods} <= set(jf.index):
+        return _missing(claim, "contributions", "trials of seam, seam+is, seam+fsl and icam")
+    parts = [f"{m}: J&F {jf[m]:.1f} vs {jf['seam']:.1f} ({jf[m] - jf['seam']:+.1f})"
+             for m in methods]
+    above = all(jf[m] > jf["seam"] for m in methods)
+    return Finding(claim, where, "; ".join(parts), bool(above and jf.idxmax() == "icam"))
+
+
+def mu_peaks_at_2_5(frame: pd.DataFrame) -> Finding:
+    claim = "μ = 2.5 gives the highest J and the highest F of the μ values run"
+    rows, where = _study(frame, "ablate_mu", "train")
+    if rows["mu"].nunique() < 2 or 2.5 not in set(rows["mu"]):
+        return _missing(claim, "ablate_mu", "μ = 2.5 and another μ")
+    j, f = _means(rows, "mu", "J"), _means(rows, "mu", "F")
+    parts = [f"μ {mu:g}: J {j[mu]:.1f} F {f[mu]:.1f}" for mu in j.index]
+    return Finding(claim, where, "; ".join(parts), bool(j.idxmax() == f.idxmax() == 2.5))
+
+
+def sigma_peaks_at_5(frame: pd.DataFrame) -> Finding:
+    claim = "σ = 5 gives the highest J&F of the σ values run"
+    rows, where = _study(frame, "ablate_sigma", "train")
+    if rows["sigma"].nunique() < 2 or 5.0 not in set(rows["sigma"]):
+        return _missing(claim, "ablate_sigma", "σ = 5 and another σ")
+    jf = _means(rows, "sigma", "JF")
+    parts = [f"σ {sigma:g}: J&F {value:.1f}" for sigma, value in jf.items()]
+    return Finding(claim, where, "; ".join(parts), bool(jf.idxmax() == 5.0))
+
+
 CHECKS = (icam_beats_seam_on_contours, sampling_beats_max_pooling, fsl_raises_contour_f,
-          spread_shrinks_with_samples)
+          spread_shrinks_with_samples, contributions_raise_jf, mu_peaks_at_2_5,
+          sigma_peaks_at_5)
 
 
 def findings(frame: pd.DataFrame) -> list[Finding]:
-    """The four findings measured on `frame` (the rows of `analysis.trials.read_trials`)."""
+    """The findings measured on `frame` (the rows of `analysis.trials.read_trials`)."""
     return [check(frame) for check in CHECKS]
 
 

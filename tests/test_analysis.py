@@ -451,7 +451,7 @@ def test_findings_hold_or_not_as_worked_out_by_hand(tmp_path):
         row("ablate_num_samples", "d1", 1, "cam", "train", 12, 0, 0, samples=100),
     ]
     frame = read_trials(write_csv(tmp_path / "s" / "trials.csv", lines)).frame
-    one, two, three, four = findings(frame)
+    one, two, three, four, *_ = findings(frame)
     assert one.holds is True
     assert one.measured == "F 32.0 vs 26.0 (+6.0); J 60.0 vs 60.5 (-0.5); 2 seeds"
     assert one.where == "baseline, final, val"
@@ -466,5 +466,49 @@ def test_findings_hold_or_not_as_worked_out_by_hand(tmp_path):
 
     icam_only = frame[(frame.study == "baseline") & (frame.method == "icam")]
     missing = findings(icam_only)
-    assert [f.holds for f in missing] == [None] * 4
+    assert [f.holds for f in missing] == [None] * 7
     assert "not measured" in findings_markdown(missing)
+
+
+def test_table4_and_fig4_findings_as_worked_out_by_hand(tmp_path):
+    from analysis.findings import contributions_raise_jf, mu_peaks_at_2_5, sigma_peaks_at_5
+
+    def frame_of(lines):
+        path = write_csv(tmp_path / f"s{len(list(tmp_path.iterdir()))}" / "trials.csv", lines)
+        return read_trials(path).frame
+
+    # Table 4, cam val (no final stored): J&F seam 50, seam+is (49 + 53)/2 = 51,
+    # seam+fsl 52, icam 55 -> all above SEAM and ICAM highest; the train split must not leak in
+    table4 = [row("contributions", "s", 0, "cam", "val", 0, 0, 50, method="seam"),
+              row("contributions", "a", 0, "cam", "val", 0, 0, 49, method="seam+is"),
+              row("contributions", "b", 1, "cam", "val", 0, 0, 53, method="seam+is"),
+              row("contributions", "c", 0, "cam", "val", 0, 0, 52, method="seam+fsl"),
+              row("contributions", "d", 0, "cam", "val", 0, 0, 55, method="icam"),
+              row("contributions", "e", 0, "cam", "train", 0, 0, 99, method="seam+fsl")]
+    found = contributions_raise_jf(frame_of(table4))
+    assert found.holds is True and found.where == "contributions, cam, val"
+    assert found.measured == ("seam+is: J&F 51.0 vs 50.0 (+1.0); seam+fsl: J&F 52.0 vs 50.0 "
+                              "(+2.0); icam: J&F 55.0 vs 50.0 (+5.0)")
+    # seam+fsl now 56 > icam 55: every contribution still beats SEAM, but not both the most
+    table4[3] = row("contributions", "c", 0, "cam", "val", 0, 0, 56, method="seam+fsl")
+    assert contributions_raise_jf(frame_of(table4)).holds is False
+    assert contributions_raise_jf(frame_of(table4[:2])).holds is None
+
+    # Fig. 4a, final train: μ 2.5 has J 60 (highest) but F 40 < μ 1's 41 -> does not hold
+    mu = [row("ablate_mu", "m1", 0, "final", "train", 58, 41, 0, mu=1.0),
+          row("ablate_mu", "m2", 0, "final", "train", 60, 40, 0, mu=2.5),
+          row("ablate_mu", "m3", 0, "final", "train", 59, 39, 0, mu=4.0)]
+    found = mu_peaks_at_2_5(frame_of(mu))
+    assert found.holds is False
+    assert found.measured == "μ 1: J 58.0 F 41.0; μ 2.5: J 60.0 F 40.0; μ 4: J 59.0 F 39.0"
+    mu[0] = row("ablate_mu", "m1", 0, "final", "train", 58, 38, 0, mu=1.0)
+    assert mu_peaks_at_2_5(frame_of(mu)).holds is True
+    assert mu_peaks_at_2_5(frame_of([mu[0], mu[2]])).holds is None
+
+    # Fig. 4b: J&F σ 2 -> 50, σ 5 -> (48 + 51)/2 = 49.5, so σ 2 is best and it does not hold
+    sigma = [row("ablate_sigma", "x", 0, "cam", "train", 0, 0, 50, sigma=2.0),
+             row("ablate_sigma", "y", 0, "cam", "train", 0, 0, 48, sigma=5.0),
+             row("ablate_sigma", "z", 1, "cam", "train", 0, 0, 51, sigma=5.0)]
+    found = sigma_peaks_at_5(frame_of(sigma))
+    assert found.holds is False and found.measured == "σ 2: J&F 50.0; σ 5: J&F 49.5"
+    assert sigma_peaks_at_5(frame_of(sigma[1:])).holds is None
