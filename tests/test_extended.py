@@ -118,7 +118,31 @@ def _direct_cyclic_mask(model, root, image_id, scales):
     return refined.argmax(axis=0)
 
 
-def test_cyclic_round_masks_restart_and_resume(tiny_root, tmp_path):
+class RecordedTask:
+    """A progress task that only counts (stands in for icam.progress.task)."""
+
+    made: list = []
+
+    def __init__(self, desc: str, total: int, initial: int = 0, enabled: bool = True):
+        self.desc, self.total, self.n = desc, total, initial
+        RecordedTask.made.append(self)
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_cyclic_round_masks_restart_and_resume(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setattr("icam.progress.task", RecordedTask)
+    RecordedTask.made = []
     trial = tmp_path / "trial"
     _fake_previous_stage(trial, tiny_root, "affinity")
     config = {"pipeline": extended_pipeline().to_dict(), "data_root": str(tiny_root),
@@ -175,3 +199,10 @@ def test_cyclic_round_masks_restart_and_resume(tiny_root, tmp_path):
         pass
     assert result["final/val/images"] == len(VOCLayout(tiny_root).ids("val"))
     assert (trial / "final" / "DONE.json").is_file()
+    # progress: each round's iterations on a bar of their own, none past its total (a's two
+    # rounds, then c's round 2 resumed and stopped after one iteration)
+    iterations = extended_pipeline().final.iterations
+    bars = [(t.desc, t.total, t.n) for t in RecordedTask.made if t.desc.startswith("training")]
+    assert bars == [("training round 1", iterations, iterations),
+                    ("training round 2", iterations, iterations),
+                    ("training round 2", iterations, 1)]

@@ -458,6 +458,10 @@ class StageTrainable(tune.Trainable):
     def epoch(self) -> int:
         return self.trainer.iteration // self.iterations_per_epoch
 
+    def training_desc(self) -> str:
+        """The training progress bar's name."""
+        return "training"
+
     # Tune's interface
     def step(self) -> dict:
         result = self._step()
@@ -477,7 +481,8 @@ class StageTrainable(tune.Trainable):
             return {**metrics, "done": True}
         count = min(self.iterations_per_step, trainer.max_iterations - trainer.iteration)
         if self._training is None:
-            self._training = progress.task("training", trainer.max_iterations, trainer.iteration)
+            self._training = progress.task(self.training_desc(), trainer.max_iterations,
+                                           trainer.iteration)
         sums: dict[str, list[float]] = {}
         start, images = time.perf_counter(), 0
         for _ in range(count):

@@ -176,12 +176,18 @@ class FinalStage(StageTrainable):
             return super()._step()
         trainer = self.trainer
         if trainer.round == 1 and trainer.iteration >= trainer.max_iterations:
+            if self._training is not None:
+                self._training.close()
+                self._training = None  # round 2 counts its iterations on a bar of its own
             made = self.cyclic_pseudo_masks()
             trainer.start_cyclic_round()
             self.dataset, self._batches = self.training_set(), None
             return {"round": 2, "cyclic_masks_made": made, "epoch": 0, "iteration": 0,
                     "max_iterations": trainer.max_iterations, "done": False}
         return {**super()._step(), "round": trainer.round}
+
+    def training_desc(self) -> str:
+        return f"training round {self.trainer.round}" if self.cfg.extended else "training"
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         super().load_checkpoint(checkpoint_dir)
