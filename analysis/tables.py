@@ -99,24 +99,34 @@ def _view(spec: Spec, frame: pd.DataFrame) -> View:
     return View(frame[frame["split"] == split], "all", split, note)
 
 
+ROW_SETTINGS = (*SETTINGS, "backbone", "training")
+"""The columns that can tell trials apart; 'training' is shown in the method's label."""
+
+
+def _with_method(keys: list[str]) -> list[str]:
+    """'training' (et) is shown in the method's cell, so a key list with it has 'method'."""
+    if "training" in keys and "method" not in keys:
+        keys.insert(keys.index("training"), "method")
+    return keys
+
+
 def _confounders(frame: pd.DataFrame, keys: list[str]) -> list[str]:
     """Settings that vary within a row of the table: shown as extra row keys, never averaged."""
     extra = []
-    for column in (*SETTINGS, "backbone"):
+    for column in ROW_SETTINGS:
         if column in keys or column not in frame or not keys:
             continue
         varying = frame.groupby(keys, dropna=False)[column].nunique(dropna=False)
         if (varying > 1).any():
             extra.append(column)
-    return extra
+    return [k for k in _with_method(keys + extra) if k not in keys]
 
 
 def summary_table(frame: pd.DataFrame, study: str) -> Table:
     """Any study's trials by stage, split and every setting that varies (studies the paper has
     no table for, such as the Optuna search)."""
-    varying = [c for c in (*SETTINGS, "backbone") if c in frame
-               and frame[c].nunique(dropna=False) > 1]
-    keys = ["stage", "split", *varying]
+    varying = [c for c in ROW_SETTINGS if c in frame and frame[c].nunique(dropna=False) > 1]
+    keys = ["stage", "split", *_with_method(varying)]
     spec = Spec(f"{study}_summary", f"Study {study}: J, F and J&F (mean ± std over seeds)", None,
                 "", tuple(keys))
     return layout(spec, summarise(frame, keys, expected_runs(frame)), keys)

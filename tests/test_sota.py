@@ -101,6 +101,18 @@ def test_table5_places_the_four_rows_beside_the_published_ones():
                                           "53.5 ± 0.7"]
 
 
+def test_the_study_summary_keeps_extended_training_apart():
+    # the same method and backbone, one trial trained plainly (J 40) and one extended (J 44):
+    # two rows of their own, never one row of mean 42 ± 2.8 (n=2)
+    rows = [dict(study="sota", trial_id=f"t{k}", seed=0, stage="final", split="val", J=j,
+                 F=20.0, JF=(j + 20.0) / 2, method="icam", backbone="tiny", training=training)
+            for k, (j, training) in enumerate([(40.0, ""), (44.0, "et")])]
+    frame = parse_trials_csv(pd.DataFrame(rows).to_csv(index=False), "trials.csv")
+    table = tables.summary_table(frame, "sota")
+    assert table.header[:3] == ["Stage", "Split", "Method"]
+    assert sorted((r[2], r[3]) for r in table.rows) == [("ICAM", "40.0"), ("ICAM (et)", "44.0")]
+
+
 @pytest.mark.parametrize("label,published", [("tiny for R2N", "R2N"), ("Res38", "Res38"),
                                              (None, None)])
 def test_stand_in_labels(label, published):
