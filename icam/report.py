@@ -115,7 +115,9 @@ def paper_tables(frame: pd.DataFrame, study: str) -> list[str]:
     study the paper has no table for, the first of Tables 3, 4, 5 that lists all its methods."""
     from analysis import paper, tables
     from analysis.make_all import PRODUCTS, study_key
+    from analysis.trials import normalise
 
+    frame = normalise(frame)  # the analysis's names: methods, backbones ("tiny for R2N")
     published = paper.load()
     names = [n for n, p in PRODUCTS.items() if p.study == study_key(study) and n in tables.SPECS]
     if not names and not any(p.study == study_key(study) for p in PRODUCTS.values()):
