@@ -44,6 +44,12 @@ def _means(rows: pd.DataFrame, key: str, metric: str) -> pd.Series:
     return rows.groupby(key)[metric].mean()
 
 
+def _stds(rows: pd.DataFrame, key: str, metric: str) -> pd.Series:
+    """' ± sample std' per value of `key` ('' where a value has one seed)."""
+    std = rows.groupby(key)[metric].std(ddof=1)
+    return std.map(lambda s: "" if pd.isna(s) else f" ± {s:.1f}")
+
+
 def _paired(rows: pd.DataFrame, group: str, key: str, better, worse, metric: str,
             label) -> tuple[list[str], list[bool]]:
     """Per value of `group`: mean `metric` at `key` = `better` against `key` = `worse`
@@ -123,7 +129,8 @@ def mu_peaks_at_2_5(frame: pd.DataFrame) -> Finding:
     if rows["mu"].nunique() < 2 or 2.5 not in set(rows["mu"]):
         return _missing(claim, "ablate_mu", "μ = 2.5 and another μ")
     j, f = _means(rows, "mu", "J"), _means(rows, "mu", "F")
-    parts = [f"μ {mu:g}: J {j[mu]:.1f} F {f[mu]:.1f}" for mu in j.index]
+    sj, sf = _stds(rows, "mu", "J"), _stds(rows, "mu", "F")
+    parts = [f"μ {mu:g}: J {j[mu]:.1f}{sj[mu]} F {f[mu]:.1f}{sf[mu]}" for mu in j.index]
     return Finding(claim, where, "; ".join(parts), bool(j.idxmax() == f.idxmax() == 2.5))
 
 
@@ -132,8 +139,8 @@ def sigma_peaks_at_5(frame: pd.DataFrame) -> Finding:
     rows, where = _study(frame, "ablate_sigma", "train")
     if rows["sigma"].nunique() < 2 or 5.0 not in set(rows["sigma"]):
         return _missing(claim, "ablate_sigma", "σ = 5 and another σ")
-    jf = _means(rows, "sigma", "JF")
-    parts = [f"σ {sigma:g}: J&F {value:.1f}" for sigma, value in jf.items()]
+    jf, std = _means(rows, "sigma", "JF"), _stds(rows, "sigma", "JF")
+    parts = [f"σ {sigma:g}: J&F {value:.2f}{std[sigma]}" for sigma, value in jf.items()]
     return Finding(claim, where, "; ".join(parts), bool(jf.idxmax() == 5.0))
 
 
