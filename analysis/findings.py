@@ -123,10 +123,17 @@ def contributions_raise_jf(frame: pd.DataFrame) -> Finding:
     return Finding(claim, where, "; ".join(parts), bool(above and jf.idxmax() == "icam"))
 
 
+def _sweep(frame: pd.DataFrame, study: str, key: str, value: float):
+    """A sweep study's train rows (None unless `value` and another value of `key` are stored)."""
+    rows, where = _study(frame, study, "train")
+    stored = set(rows[key])
+    return (rows if value in stored and len(stored) > 1 else None), where
+
+
 def mu_peaks_at_2_5(frame: pd.DataFrame) -> Finding:
     claim = "μ = 2.5 gives the highest J and the highest F of the μ values run"
-    rows, where = _study(frame, "ablate_mu", "train")
-    if rows["mu"].nunique() < 2 or 2.5 not in set(rows["mu"]):
+    rows, where = _sweep(frame, "ablate_mu", "mu", 2.5)
+    if rows is None:
         return _missing(claim, "ablate_mu", "μ = 2.5 and another μ")
     j, f = _means(rows, "mu", "J"), _means(rows, "mu", "F")
     sj, sf = _stds(rows, "mu", "J"), _stds(rows, "mu", "F")
@@ -136,8 +143,8 @@ def mu_peaks_at_2_5(frame: pd.DataFrame) -> Finding:
 
 def sigma_peaks_at_5(frame: pd.DataFrame) -> Finding:
     claim = "σ = 5 gives the highest J&F of the σ values run"
-    rows, where = _study(frame, "ablate_sigma", "train")
-    if rows["sigma"].nunique() < 2 or 5.0 not in set(rows["sigma"]):
+    rows, where = _sweep(frame, "ablate_sigma", "sigma", 5.0)
+    if rows is None:
         return _missing(claim, "ablate_sigma", "σ = 5 and another σ")
     jf, std = _means(rows, "sigma", "JF"), _stds(rows, "sigma", "JF")
     parts = [f"σ {sigma:g}: J&F {value:.2f}{std[sigma]}" for sigma, value in jf.items()]
