@@ -39,6 +39,7 @@ import pandas as pd
 from ray import tune
 
 from icam import progress
+from icam.allocator import MALLOC_ENV
 from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
 from icam.stages.common import read_done, trial_key
@@ -394,7 +395,8 @@ def start_ray(address: str | None = None) -> None:
         # user's included): start a local one unless told otherwise (RAY_ADDRESS, as `ray job
         # submit` sets it)
         address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False,
+                 runtime_env={"env_vars": MALLOC_ENV})  # icam.allocator
 
 
 def run_study(spec: StudySpec, storage: str | os.PathLike = "results",

@@ -58,7 +58,10 @@ def _map_ray(ray, fn: Callable, items: list, num_cpus: float, bar) -> list:
     # SPREAD: schedule on the whole cluster, outside the calling trial's placement group.
     task = ray.remote(_run_chunk).options(num_cpus=num_cpus, scheduling_strategy="SPREAD")
     fn_ref = ray.put(fn)
-    pending = {task.remote(fn_ref, chunk): i for i, chunk in enumerate(chunks)}
+    # chunks go to the cluster only while it has a CPU free: else they would wait, their items
+    # copied into the object store, until the caller has done them all
+    spare = ray.available_resources().get("CPU", 0) >= num_cpus
+    pending = {task.remote(fn_ref, chunk): i for i, chunk in enumerate(chunks)} if spare else {}
     results: list[list | None] = [None] * len(chunks)
 
     def finish(i: int, values: list) -> None:
@@ -74,9 +77,10 @@ def _map_ray(ray, fn: Callable, items: list, num_cpus: float, bar) -> list:
         while local >= 0 and results[local] is not None:
             local -= 1
         if local >= 0:
-            ref = next(r for r, i in pending.items() if i == local)
-            ray.cancel(ref)  # best effort: drops it if still queued
-            del pending[ref]
+            ref = next((r for r, i in pending.items() if i == local), None)
+            if ref is not None:
+                ray.cancel(ref)  # best effort: drops it if still queued
+                del pending[ref]
             finish(local, _run_chunk(fn, chunks[local]))
         elif pending:
             ray.wait(list(pending), num_returns=1)
