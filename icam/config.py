@@ -170,7 +170,8 @@ _PAPER = {  # the code as run (reference-facts.md, "As run"); Table 1's text in 
     "final": TrainConfig(crop=448, batch_size=10, lr=0.001, momentum=0.9, frozen_bn=False,
                          iterations=20000, infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
 }
-_TINY = dict(backbone="tiny", weights="tiny-generic", output_stride=4, crop=128, batch_size=8)
+_TINY = dict(backbone="tiny", weights="tiny-generic", output_stride=4, crop=128, batch_size=8,
+             channels_last=True)  # CPU speed (oneDNN), not the recipe: README, "The two presets"
 _CPU = {  # a scale model of _PAPER: only sizes differ (README, "The two presets")
     "cam": TrainConfig(**_TINY, resize_long=(128, 192), epochs=6, infer_scales=(0.5, 1.0, 1.5)),
     "affinity": TrainConfig(**_TINY, epochs=3, infer_scales=(1.0,)),

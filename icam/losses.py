@@ -122,26 +122,11 @@ def denormalized_features(image: torch.Tensor, size: tuple[int, int]) -> torch.T
 # --- feature similarity loss (eq. 9-13) ---------------------------------------------------
 
 
-def half_window(radius: int, height: int, width: int) -> list[tuple[int, int]]:
-    """Offsets (dy, dx) of one of each pair ±δ within the square window, δ != 0."""
-    ry, rx = min(radius, height - 1), min(radius, width - 1)
-    offsets = [(0, dx) for dx in range(1, rx + 1)]
-    offsets += [(dy, dx) for dy in range(1, ry + 1) for dx in range(-rx, rx + 1)]
-    return offsets
-
-
-def _pair_slices(dy: int, dx: int, height: int, width: int):
-    """Slices selecting pixels i and their partners j = i + (dy, dx), both inside the map."""
-    rows_i = slice(max(0, -dy), height - max(0, dy))
-    rows_j = slice(max(0, dy), height - max(0, -dy))
-    cols_i = slice(max(0, -dx), width - max(0, dx))
-    cols_j = slice(max(0, dx), width - max(0, -dx))
-    return (..., rows_i, cols_i), (..., rows_j, cols_j)
-
-
 def similarity_f(d: torch.Tensor, mu) -> torch.Tensor:
-    # eq. 12: f(d) = tanh(μ + log(d / (1 - d))), with the reference's 1e-5 guard
-    return torch.tanh(mu + torch.log((d + 1e-5) / (1 - d + 1e-5)))
+    # eq. 12: f(d) = tanh(μ + log r), r = d / (1 - d) with the reference's 1e-5 guard; as
+    # tanh z = 1 - 2 / (e^2z + 1): f = 1 - 2 / (e^2μ r² + 1), no log or tanh (and 1 at r² = ∞)
+    q = torch.exp(2 * torch.as_tensor(mu, dtype=d.dtype)) * ((d + 1e-5) / (1 - d + 1e-5)).square()
+    return 1 - 2 / (q + 1)
 
 
 def dissimilarity(xi: torch.Tensor, xj: torch.Tensor) -> torch.Tensor:
@@ -154,60 +139,67 @@ def spatial_weight(rho2, sigma):
     return torch.exp(-rho2 / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
 
 
-def _weighted_similarity(features: torch.Tensor, mu, sigma, radius: int):
-    """(dy, dx, w·f) for each offset of `half_window`: w·f (N × H' × W') of the pixels i whose
-    partner i + (dy, dx) lies inside the map, computed one window row dy at a time."""
-    n, c, h, w = features.shape
-    ry, rx = min(radius, h - 1), min(radius, w - 1)
-    padded = F.pad(features, (rx, rx))
-    for dy in range(ry + 1):
-        dxs = list(range(1, rx + 1)) if dy == 0 else list(range(-rx, rx + 1))
-        rows_i = features[:, :, :h - dy]
-        partners = padded[:, :, dy:].unfold(3, w, 1)[:, :, :, [dx + rx for dx in dxs]]
-        f = similarity_f(dissimilarity(partners, rows_i.unsqueeze(3)), mu)
-        rho2 = torch.tensor(dxs, dtype=features.dtype, device=features.device) ** 2 + dy * dy
-        wf = f * spatial_weight(rho2, sigma).view(1, 1, -1, 1)  # eq. 10 times eq. 12
-        for k, dx in enumerate(dxs):
-            yield dy, dx, wf[:, :, k, max(0, -dx):w - max(0, dx)]
+def _banded(coeffs: torch.Tensor, rx: int) -> torch.Tensor:
+    """(..., 2rx+1, W) coefficients of the partners x + dx, dx = -rx..rx, of each pixel x of a
+    row as the (..., W, W) band matrix B[x, x + dx]; partners outside the row fall away."""
+    *lead, span, width = coeffs.shape
+    buffer = coeffs.new_zeros((*lead, width, width + 2 * rx))
+    # a view of the buffer whose row x starts x columns further on: its (x, s) is B[x, x + s - rx]
+    skewed = buffer.as_strided((*lead, width, span),
+                               (*buffer.stride()[:-2], width + 2 * rx + 1, 1))
+    skewed.copy_(coeffs.transpose(-1, -2))
+    return buffer[..., rx:rx + width]
 
 
 class _WindowedFsl(torch.autograd.Function):
     """Σ over ordered pairs in the window of w·f·½||a_i - a_j||², and its gradient.
 
-    One sweep over half the offsets accumulates S_i = Σ_j w·f and A_i = Σ_j w·f·a_j over the
-    partners j of each pixel; the gradient is G_i = a_i·S_i - A_i, ∂/∂a_i = 2·G_i, and the
-    pair sum is Σ_i a_i·G_i. Memory stays linear in N·K·H·W; the (HW)² pair matrices are never
-    built.
+    With S_i = Σ_j c_ij and A_i = Σ_j c_ij·a_j over the partners j of pixel i (c = w·f), the
+    gradient is G_i = a_i·S_i - A_i, ∂/∂a_i = 2·G_i, and the pair sum is Σ_i a_i·G_i. One
+    sweep over the window's rows dy = 0..r (on row 0 the partners to the right) gets them:
+    the pairs between image rows y and y + dy form a W×W band matrix per row, so the row's
+    two sums are two batched matrix products; a learned μ or σ adds the coefficients of
+    ∂(w·f)/∂μ and ∂(w·f)/∂σ as further bands, whose pair sums are their gradients. Memory is
+    O(N·H·W·W) per window row, never the (HW)² pair matrices.
     """
 
     @staticmethod
     def forward(ctx, probs, features, mu, sigma, radius):
         n, k, h, w = probs.shape
         need_grad = ctx.needs_input_grad
-        # A_i and S_i in one array: the partners' maps with a channel of ones appended
-        extended = torch.cat([probs, probs.new_ones((n, 1, h, w))], dim=1)
-        sums = torch.zeros_like(extended)
-        dmu = probs.new_zeros(()) if need_grad[2] else None
-        dsigma = probs.new_zeros(()) if need_grad[3] else None
         mu_v, sigma_v = mu.detach(), sigma.detach()
-        for dy, dx, wf in _weighted_similarity(features, mu_v, sigma_v, radius):
-            si, sj = _pair_slices(dy, dx, h, w)
-            wf = wf.unsqueeze(1)
-            sums[si].addcmul_(extended[sj], wf)
-            sums[sj].addcmul_(extended[si], wf)
-            if dmu is not None or dsigma is not None:
-                rho2 = dy * dy + dx * dx
-                g = 0.5 * (probs[si] - probs[sj]).square().sum(dim=1)
-                f = wf[:, 0] / spatial_weight(rho2, sigma_v)
-                if dmu is not None:  # ∂f/∂μ = 1 - f²
-                    dmu += 2 * (spatial_weight(rho2, sigma_v) * (1 - f * f) * g).sum()
-                if dsigma is not None:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
-                    dsigma += 2 * (wf[:, 0] * (rho2 / sigma_v ** 3 - 2 / sigma_v) * g).sum()
-        partners, weights = sums[:, :k], sums[:, k:]
-        grad = probs * weights - partners
-        total = (probs * grad).sum()
-        ctx.save_for_backward(grad, dmu if dmu is not None else total,
-                              dsigma if dsigma is not None else total)
+        ry, rx = min(radius, h - 1), min(radius, w - 1)
+        # per row y: the maps with a channel of ones appended (N × H × (K+1) × W), so that one
+        # product gives A_i (the first K channels) and S_i (the last)
+        extended = torch.cat([probs, probs.new_ones((n, 1, h, w))], dim=1).transpose(1, 2)
+        sets = 1 + int(need_grad[2]) + int(need_grad[3])
+        sums = extended.new_zeros((sets, n, h, k + 1, w))
+        padded = F.pad(features, (rx, rx))
+        dx = torch.arange(-rx, rx + 1, dtype=probs.dtype, device=probs.device).view(-1, 1)
+        for dy in range(ry + 1):
+            rows = h - dy
+            partners = padded[:, :, dy:].unfold(3, w, 1)  # N × C × rows × (2rx+1) × W
+            f = similarity_f(dissimilarity(partners, features[:, :, :rows].unsqueeze(3)), mu_v)
+            rho2 = dx * dx + dy * dy
+            weight = spatial_weight(rho2, sigma_v)
+            coeffs = [weight * f]  # eq. 10 times eq. 12
+            if need_grad[2]:  # ∂f/∂μ = 1 - f²
+                coeffs.append(weight * (1 - f * f))
+            if need_grad[3]:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
+                coeffs.append(weight * f * (rho2 / sigma_v ** 3 - 2 / sigma_v))
+            coeffs = torch.stack(coeffs)  # sets × N × rows × (2rx+1) × W
+            if dy == 0:  # each pair once: on its own row a pixel's partners lie to the right
+                coeffs[:, :, :, :rx + 1] = 0
+            band = _banded(coeffs, rx)  # sets × N × rows × W × W
+            sums[:, :, :rows] += extended[:, dy:] @ band.transpose(-1, -2)  # i from j below
+            sums[:, :, dy:] += extended[:, :rows] @ band  # j from i above
+        a = extended[:, :, :k]
+        pair_sums = (a * (a * sums[..., k:, :] - sums[..., :k, :])).sum(dim=(1, 2, 3, 4))
+        grad = (a * sums[0, :, :, k:] - sums[0, :, :, :k]).transpose(1, 2)
+        total = pair_sums[0]
+        dmu = pair_sums[1] if need_grad[2] else total
+        dsigma = pair_sums[-1] if need_grad[3] else total
+        ctx.save_for_backward(grad, dmu, dsigma)
         return total
 
     @staticmethod

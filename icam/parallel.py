@@ -4,6 +4,10 @@
 tasks when Ray is initialised, in a plain loop otherwise. The calling process works through
 the chunks too (from the last one backwards), so a Tune trial whose cluster has no free CPU
 still finishes instead of waiting forever on tasks that can never be scheduled.
+
+A trial that holds c CPUs leaves c - 1 of them idle while it maps single-threaded work (CRF,
+PNGs, J/F) itself: `start_helpers(c - 1)`, called when it starts, gives it actors on its own
+node that ask Ray for no CPU and take chunks from the back as the caller does.
 """
 
 from __future__ import annotations
@@ -15,6 +19,32 @@ from icam import progress as progress_of
 
 CHUNKS_PER_CPU = 4
 """Chunks submitted per cluster CPU: small enough chunks to balance the load."""
+
+HELPER_DEPTH = 2
+"""Chunks a helper holds at once, so that it starts its next while the caller still works."""
+
+_helpers: list = []
+"""This process's helper actors (`start_helpers`), kept for its life."""
+
+
+class _Helper:
+    """A Ray actor that runs chunks for the process that started it."""
+
+    def run(self, fn: Callable, chunk: Sequence) -> list:
+        return _run_chunk(fn, chunk)
+
+
+def start_helpers(count: int) -> None:
+    """Start helper actors on this node until this process has `count` (no-op without Ray);
+    they start (a few seconds) while the caller goes on."""
+    ray = _ray_if_running()
+    if ray is None or len(_helpers) >= count:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(_Helper).options(num_cpus=0, scheduling_strategy=here)
+    _helpers.extend(actor.remote() for _ in range(count - len(_helpers)))
 
 
 def _run_chunk(fn: Callable, chunk: Sequence) -> list:
@@ -63,25 +93,38 @@ def _map_ray(ray, fn: Callable, items: list, num_cpus: float, bar) -> list:
     spare = ray.available_resources().get("CPU", 0) >= num_cpus
     pending = {task.remote(fn_ref, chunk): i for i, chunk in enumerate(chunks)} if spare else {}
     results: list[list | None] = [None] * len(chunks)
+    helping: dict = {}  # a helper's chunk: its ref -> (chunk index, helper)
+    claimed: set[int] = set()  # chunks the caller or its helpers took
 
     def finish(i: int, values: list) -> None:
         if results[i] is None:
             results[i] = values
             bar.update(len(values))
 
-    local = len(chunks) - 1
+    def claim() -> int | None:
+        """The last chunk neither done nor taken; its cluster task is cancelled (best effort:
+        dropped if still queued)."""
+        for i in reversed(range(len(chunks))):
+            if results[i] is None and i not in claimed:
+                claimed.add(i)
+                ref = next((r for r, j in pending.items() if j == i), None)
+                if ref is not None:
+                    ray.cancel(ref)
+                    del pending[ref]
+                return i
+        return None
+
     while any(r is None for r in results):
-        ready = ray.wait(list(pending), num_returns=len(pending), timeout=0)[0] if pending else []
-        for ref in ready:
-            finish(pending.pop(ref), ray.get(ref))
-        while local >= 0 and results[local] is not None:
-            local -= 1
-        if local >= 0:
-            ref = next((r for r, i in pending.items() if i == local), None)
-            if ref is not None:
-                ray.cancel(ref)  # best effort: drops it if still queued
-                del pending[ref]
-            finish(local, _run_chunk(fn, chunks[local]))
-        elif pending:
-            ray.wait(list(pending), num_returns=1)
+        running = [*pending, *helping]
+        for ref in ray.wait(running, num_returns=len(running), timeout=0)[0] if running else []:
+            finish(pending.pop(ref) if ref in pending else helping.pop(ref)[0], ray.get(ref))
+        for helper in _helpers:
+            held = sum(h is helper for _, h in helping.values())
+            for _ in range(HELPER_DEPTH - held):
+                if (i := claim()) is not None:
+                    helping[helper.run.remote(fn_ref, chunks[i])] = (i, helper)
+        if (i := claim()) is not None:
+            finish(i, _run_chunk(fn, chunks[i]))
+        elif pending or helping:
+            ray.wait([*pending, *helping], num_returns=1)
     return [value for chunk in results for value in chunk]

@@ -80,10 +80,11 @@ def test_both_presets_train_as_the_authors_code_ran(preset, stage):
 def test_the_cpu_preset_differs_from_the_paper_preset_only_in_sizes():
     sizes = {"backbone", "weights", "output_stride", "crop", "resize_long", "batch_size",
              "epochs", "iterations", "steps_per_report", "infer_scales"}
+    layout = {"channels_last"}  # how tensors lie in memory (CPU speed), not what is computed
     for stage in ("cam", "affinity", "final"):
         paper, cpu = train_config("paper", stage), train_config("cpu", stage)
         differ = {f for f in paper.__dataclass_fields__ if getattr(paper, f) != getattr(cpu, f)}
-        assert differ <= sizes, (stage, differ - sizes)
+        assert differ <= sizes | layout, (stage, differ - sizes - layout)
 
 
 def test_unknown_names_are_rejected():

@@ -281,3 +281,13 @@ def test_seam_formulation_runs_and_reports_no_fsl():
         (parts["cls"] + parts["er"] + parts["ecr"]).item())
     parts["total"].backward()
     assert out1["logits"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mu", [0.0, 2.5, -3.0, 60.0])
+def test_similarity_f_is_eq_12(mu):
+    # tanh(μ + log(d / (1 - d))) with the 1e-5 guard, in float64, at both ends and inside
+    d = torch.tensor([0.0, 1e-4, 0.1, 0.5, 0.93, 1.0])
+    expected = torch.tanh(mu + torch.log((d.double() + 1e-5) / (1 - d.double() + 1e-5)))
+    got = losses.similarity_f(d, mu)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got.double(), expected, atol=1e-6)

@@ -51,3 +51,23 @@ def test_ray_map_finishes_when_no_cpu_is_free(local_ray):
     out, actor_pid = local_ray.get(holder.run.remote(list(range(10))), timeout=60)
     assert [value for value, _ in out] == [x * x for x in range(10)]
     assert all(pid == actor_pid for _, pid in out)
+
+
+def test_ray_map_uses_helpers_on_the_cpus_the_caller_holds(local_ray):
+    # The same actor holding both CPUs, with one helper started: the helper (another process,
+    # asking Ray for no CPU) takes chunks besides the actor itself.
+    square_with_pid = make_square_with_pid()
+
+    @local_ray.remote(num_cpus=2)
+    class Holder:
+        def run(self, items):
+            from icam import parallel
+
+            parallel.start_helpers(1)
+            return map_items(square_with_pid, items, progress=False), os.getpid()
+
+    holder = Holder.remote()
+    out, actor_pid = local_ray.get(holder.run.remote(list(range(40))), timeout=60)
+    assert [value for value, _ in out] == [x * x for x in range(40)]
+    pids = {pid for _, pid in out}
+    assert actor_pid in pids and len(pids) == 2

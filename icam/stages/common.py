@@ -26,7 +26,7 @@ from ray import tune
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from icam import progress
+from icam import parallel, progress
 from icam.atomic import atomic_path, atomic_write
 from icam.config import STAGES, PipelineConfig, TrainConfig
 from icam.storage import Storage
@@ -366,7 +366,8 @@ class StageTrainable(tune.Trainable):
 
     config: "pipeline" (PipelineConfig.to_dict()), "data_root", and "artefacts" (the study's
     artefact folder, a local path or storage URI; the trial's folder is
-    `<artefacts>/<trial_key>`) or "trial_dir"; optional "cpus" (torch threads),
+    `<artefacts>/<trial_key>`) or "trial_dir"; optional "cpus" (torch threads, and map_items'
+    helpers on the others: `icam.parallel.start_helpers`),
     "gpu_fraction" (CUDA memory cap) and "cache" (this node's cache folder, `cache_root`).
     Products are written to and read from storage (`self.trial_dir`, `self.stage_dir`).
     Subclasses set `trainer_cls` and implement `train_dataset()`, `collate(items)` and
@@ -395,6 +396,7 @@ class StageTrainable(tune.Trainable):
         progress.attach(f"{self.stage} {trial_key(self.pipeline)}")
         if config.get("cpus"):
             torch.set_num_threads(max(1, int(config["cpus"])))
+            parallel.start_helpers(int(config["cpus"]) - 1)  # the CPUs torch leaves idle
         cap_gpu_memory(config.get("gpu_fraction"))
         self.check_inputs()
         self.trial_dir.write_json("config.json", self.pipeline.to_dict())
