@@ -151,6 +151,42 @@ def _banded(coeffs: torch.Tensor, rx: int) -> torch.Tensor:
     return buffer[..., rx:rx + width]
 
 
+def _window_pair_sums(probs, features, mu, sigma, radius: int, need_mu: bool,
+                      need_sigma: bool):
+    """(G, Σ_i a_i·G_i, ∂/∂μ, ∂/∂σ) of the window's pair sum (`_WindowedFsl`); the two
+    derivatives are None unless asked for."""
+    n, k, h, w = probs.shape
+    ry, rx = min(radius, h - 1), min(radius, w - 1)
+    # per row y: the maps with a channel of ones appended (N × H × (K+1) × W), so that one
+    # product gives A_i (the first K channels) and S_i (the last)
+    extended = torch.cat([probs, probs.new_ones((n, 1, h, w))], dim=1).transpose(1, 2)
+    sums = extended.new_zeros((1 + need_mu + need_sigma, n, h, k + 1, w))
+    padded = F.pad(features, (rx, rx))
+    dx = torch.arange(-rx, rx + 1, dtype=probs.dtype, device=probs.device).view(-1, 1)
+    for dy in range(ry + 1):
+        rows = h - dy
+        partners = padded[:, :, dy:].unfold(3, w, 1)  # N × C × rows × (2rx+1) × W
+        f = similarity_f(dissimilarity(partners, features[:, :, :rows].unsqueeze(3)), mu)
+        rho2 = dx * dx + dy * dy
+        weight = spatial_weight(rho2, sigma)
+        coeffs = [weight * f]  # eq. 10 times eq. 12
+        if need_mu:  # ∂f/∂μ = 1 - f²
+            coeffs.append(weight * (1 - f * f))
+        if need_sigma:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
+            coeffs.append(weight * f * (rho2 / sigma ** 3 - 2 / sigma))
+        coeffs = torch.stack(coeffs)  # sets × N × rows × (2rx+1) × W
+        if dy == 0:  # each pair once: on its own row a pixel's partners lie to the right
+            coeffs[:, :, :, :rx + 1] = 0
+        band = _banded(coeffs, rx)  # sets × N × rows × W × W
+        sums[:, :, :rows] += extended[:, dy:] @ band.transpose(-1, -2)  # i from j below
+        sums[:, :, dy:] += extended[:, :rows] @ band  # j from i above
+    a = extended[:, :, :k]
+    pair_sums = (a * (a * sums[..., k:, :] - sums[..., :k, :])).sum(dim=(1, 2, 3, 4))
+    grad = (a * sums[0, :, :, k:] - sums[0, :, :, :k]).transpose(1, 2)
+    return (grad, pair_sums[0], pair_sums[1] if need_mu else None,
+            pair_sums[-1] if need_sigma else None)
+
+
 class _WindowedFsl(torch.autograd.Function):
     """Σ over ordered pairs in the window of w·f·½||a_i - a_j||², and its gradient.
 
@@ -160,46 +196,17 @@ class _WindowedFsl(torch.autograd.Function):
     the pairs between image rows y and y + dy form a W×W band matrix per row, so the row's
     two sums are two batched matrix products; a learned μ or σ adds the coefficients of
     ∂(w·f)/∂μ and ∂(w·f)/∂σ as further bands, whose pair sums are their gradients. Memory is
-    O(N·H·W·W) per window row, never the (HW)² pair matrices.
+    O(N·H·W·W) per window row, never the (HW)² pair matrices. Float32 even under autocast.
     """
 
     @staticmethod
     def forward(ctx, probs, features, mu, sigma, radius):
-        n, k, h, w = probs.shape
-        need_grad = ctx.needs_input_grad
-        mu_v, sigma_v = mu.detach(), sigma.detach()
-        ry, rx = min(radius, h - 1), min(radius, w - 1)
-        # per row y: the maps with a channel of ones appended (N × H × (K+1) × W), so that one
-        # product gives A_i (the first K channels) and S_i (the last)
-        extended = torch.cat([probs, probs.new_ones((n, 1, h, w))], dim=1).transpose(1, 2)
-        sets = 1 + int(need_grad[2]) + int(need_grad[3])
-        sums = extended.new_zeros((sets, n, h, k + 1, w))
-        padded = F.pad(features, (rx, rx))
-        dx = torch.arange(-rx, rx + 1, dtype=probs.dtype, device=probs.device).view(-1, 1)
-        for dy in range(ry + 1):
-            rows = h - dy
-            partners = padded[:, :, dy:].unfold(3, w, 1)  # N × C × rows × (2rx+1) × W
-            f = similarity_f(dissimilarity(partners, features[:, :, :rows].unsqueeze(3)), mu_v)
-            rho2 = dx * dx + dy * dy
-            weight = spatial_weight(rho2, sigma_v)
-            coeffs = [weight * f]  # eq. 10 times eq. 12
-            if need_grad[2]:  # ∂f/∂μ = 1 - f²
-                coeffs.append(weight * (1 - f * f))
-            if need_grad[3]:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
-                coeffs.append(weight * f * (rho2 / sigma_v ** 3 - 2 / sigma_v))
-            coeffs = torch.stack(coeffs)  # sets × N × rows × (2rx+1) × W
-            if dy == 0:  # each pair once: on its own row a pixel's partners lie to the right
-                coeffs[:, :, :, :rx + 1] = 0
-            band = _banded(coeffs, rx)  # sets × N × rows × W × W
-            sums[:, :, :rows] += extended[:, dy:] @ band.transpose(-1, -2)  # i from j below
-            sums[:, :, dy:] += extended[:, :rows] @ band  # j from i above
-        a = extended[:, :, :k]
-        pair_sums = (a * (a * sums[..., k:, :] - sums[..., :k, :])).sum(dim=(1, 2, 3, 4))
-        grad = (a * sums[0, :, :, k:] - sums[0, :, :, :k]).transpose(1, 2)
-        total = pair_sums[0]
-        dmu = pair_sums[1] if need_grad[2] else total
-        dsigma = pair_sums[-1] if need_grad[3] else total
-        ctx.save_for_backward(grad, dmu, dsigma)
+        need = ctx.needs_input_grad
+        with torch.autocast(probs.device.type, enabled=False):
+            grad, total, dmu, dsigma = _window_pair_sums(
+                probs, features, mu.detach(), sigma.detach(), radius, need[2], need[3])
+        ctx.save_for_backward(grad, total if dmu is None else dmu,
+                              total if dsigma is None else dsigma)
         return total
 
     @staticmethod

@@ -291,3 +291,15 @@ def test_similarity_f_is_eq_12(mu):
     got = losses.similarity_f(d, mu)
     assert torch.isfinite(got).all()
     assert torch.allclose(got.double(), expected, atol=1e-6)
+
+
+def test_fsl_stays_float32_under_autocast():
+    # bf16 band products would move the loss by ~4e-5 of itself
+    torch.manual_seed(8)
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float32)
+    a = torch.randn(2, 5, 12, 12, dtype=torch.float32).softmax(1)
+    plain = losses.feature_similarity_loss(x, a, 2.5, 2.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = losses.feature_similarity_loss(x, a, 2.5, 2.0)
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(plain.item(), rel=1e-6)
