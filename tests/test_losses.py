@@ -206,7 +206,7 @@ def test_fsl_signs_follow_section_3_3():
 
 
 def test_fsl_never_builds_pair_matrices():
-    # (HW)² for 300x300 would be 8.1e9 entries; a window sum must run in linear memory
+    # (HW)² for 300x300 would be 8.1e9 entries; the window's band sums need H·W·W per row
     x = torch.rand(1, 3, 300, 300, dtype=torch.float32)
     a = torch.rand(1, 2, 300, 300, dtype=torch.float32, requires_grad=True)
     loss = losses.feature_similarity_loss(x, a, 2.5, 0.5)

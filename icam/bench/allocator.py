@@ -92,8 +92,7 @@ def main(argv: list[str]) -> int:
     same = len({r["digest"] for results in runs.values() for r in results}) == 1
     print(f"CAM stage, cpu preset, {args.threads} threads: {args.images} images 144x192 at "
           f"the inference scales, {args.steps} training iterations, medians of {args.rounds} "
-          f"rounds; outputs "
-          f"{'identical' if same else 'DIFFER'}")
+          f"rounds; outputs {'identical' if same else 'DIFFER'}")
     for what, key in (("inference", "inference_ms"), ("training", "training_ms")):
         unit = "image" if what == "inference" else "iteration"
         print(f"  {what:9s} naive {naive[key]:7.1f} ms per {unit}, ours {ours[key]:7.1f} ms, "
