@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icam.models import ResNet38, TinyBackbone, build_backbone
+from icam.models import cam as cam_module
 from icam.models.affinity import (
     AffinityNet,
     affinities,
@@ -340,6 +341,19 @@ def test_pcm_matches_pixel_loops():
     torch.manual_seed(1)
     cam, feat = torch.randn(2, 3, 3, 4), torch.randn(2, 5, 3, 4)
     torch.testing.assert_close(pcm(cam, feat).double(), naive_pcm(cam, feat), atol=1e-5, rtol=1e-5)
+
+
+def test_pcm_in_blocks_without_gradients(monkeypatch):
+    """Inference makes the affinities a few columns at a time: 5 x 6 = 30 columns in blocks of
+    7 (the last one 2 wide) give the pixel loops' answer, as the one-block product does."""
+    monkeypatch.setattr(cam_module, "PCM_COLUMNS", 7)
+    torch.manual_seed(4)
+    cam, feat = torch.randn(2, 3, 5, 6), torch.randn(2, 5, 5, 6)
+    with torch.no_grad():
+        blocked = pcm(cam, feat)
+    torch.testing.assert_close(blocked.double(), naive_pcm(cam, feat), atol=1e-5, rtol=1e-5)
+    whole = pcm(cam.requires_grad_(), feat)  # gradients wanted: one product
+    torch.testing.assert_close(blocked, whole.detach(), atol=1e-6, rtol=1e-6)
 
 
 def test_seam_normalised_cam_by_hand():

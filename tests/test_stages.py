@@ -310,6 +310,19 @@ def test_affinity_stage_makes_its_crf_scores_from_the_cams_once(method, alphas, 
     assert not (trial / "cam" / "crf").exists()
 
 
+def test_affinity_stage_makes_crf_scores_only_for_the_images_it_trains_on(tiny_root, tmp_path):
+    trial = tmp_path / "trial"
+    _fake_previous_stage(trial, tiny_root, "cam")
+    pipeline = tiny_pipeline()
+    pipeline = replace(pipeline, affinity=replace(pipeline.affinity, max_train_images=2))
+    stage = AffinityStage(config={"pipeline": pipeline.to_dict(), "data_root": str(tiny_root),
+                                  "trial_dir": str(trial)})
+    ids = VOCLayout(tiny_root).ids("train_aug")
+    assert len(ids) > 2
+    assert sorted(p.stem for p in (trial / "affinity" / "crf").iterdir()) == sorted(ids[:2])
+    assert [stage.dataset[k][0] for k in range(len(stage.dataset))] == ids[:2]
+
+
 def test_a_seam_cam_stage_stores_min_max_cams_with_the_negative_floor_at_zero(tiny_root,
                                                                                tmp_path):
     # SEAM's min-max maps each present class's minimum below 0 and its maximum to

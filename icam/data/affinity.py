@@ -101,13 +101,16 @@ class AffinityDataset(_VOCDataset):
     """Items `(id, image 3×crop×crop tensor, (bg, fg, neg))`: float pair masks P×h'×w' over
     the pooled labels, laid out as `icam.models.affinity.affinities` (P = 34 for radius 5).
 
-    `score_dir` holds `<id>.npz` from `save_crf_scores` for every image of the split; the
-    crop must be a multiple of `stride`, the backbone's output stride.
+    `score_dir` holds `<id>.npz` from `save_crf_scores` for every image of the split (of its
+    first `limit` images when that is set); the crop must be a multiple of `stride`, the
+    backbone's output stride.
     """
 
     def __init__(self, root, split: str, score_dir: str | os.PathLike,
-                 transform: AffinityTrain, stride: int = 8, radius: int = 5, seed: int = 0):
+                 transform: AffinityTrain, stride: int = 8, radius: int = 5, seed: int = 0,
+                 limit: int | None = None):
         super().__init__(root, split, seed)
+        self.ids = self.ids[:limit]
         if transform.crop % stride:
             raise ValueError(f"crop={transform.crop}: must be a multiple of the output stride "
                              f"{stride}")

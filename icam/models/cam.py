@@ -38,20 +38,40 @@ def seam_normalised_cam(logits: Tensor) -> Tensor:
         return torch.cat([1 - fg_max, fg], dim=1)
 
 
+PCM_COLUMNS = 64
+"""Without gradients on a CPU, the affinity matrix is made this many columns at a time: each
+block is used while it is still in the core's cache (`python -m icam.bench pcm`)."""
+
+
 def pcm(cam: Tensor, features: Tensor) -> Tensor:
     """Pixel correlation module: cam (N,K,h,w) refined by the affinity of L2-normed features.
 
     aff_ij = relu(f_i . f_j), normalised so that each column j sums to 1; rv_j = sum_i cam_i aff_ij.
-    The normalisation divides the K x hw product rather than the hw x hw affinities (the same
-    sums, fewer divisions). Runs in float32 even under autocast.
+    A row of ones under the K maps makes the column sums part of the same product, which
+    divides the K x hw result rather than the hw x hw affinities. Runs in float32 even under
+    autocast; without gradients on a CPU, in blocks of `PCM_COLUMNS` columns.
     """
     n, k, h, w = cam.shape
     with torch.autocast(cam.device.type, enabled=False):
         f = features.float().flatten(2)
         f = f / (f.norm(dim=1, keepdim=True) + 1e-5)
-        aff = torch.relu_(f.transpose(1, 2) @ f)  # in place: the product is not needed
-        return ((cam.float().flatten(2) @ aff) / (aff.sum(dim=1, keepdim=True) + 1e-5)).view(
-            n, k, h, w)
+        x = torch.cat([cam.float().flatten(2), f.new_ones(n, 1, h * w)], dim=1)
+        blocks = cam.device.type == "cpu" and not (
+            torch.is_grad_enabled() and (cam.requires_grad or features.requires_grad))
+        y = _affinity_product(x, f, PCM_COLUMNS if blocks else h * w)
+        return (y[:, :k] / (y[:, k:] + 1e-5)).view(n, k, h, w)
+
+
+def _affinity_product(x: Tensor, f: Tensor, columns: int) -> Tensor:
+    """x @ relu(fᵀf) (N x K' x hw), `columns` columns of the hw x hw affinities at a time."""
+    hw = f.shape[2]
+    if columns >= hw:  # relu in place: the product itself is not needed for its gradient
+        return x @ torch.relu_(f.transpose(1, 2) @ f)
+    out = x.new_empty(*x.shape)
+    for start in range(0, hw, columns):
+        block = torch.relu_(f.transpose(1, 2) @ f[:, :, start:start + columns])
+        torch.bmm(x, block, out=out[:, :, start:start + columns])
+    return out
 
 
 class CamNet(nn.Module):

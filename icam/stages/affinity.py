@@ -1,9 +1,10 @@
 """Stage 2: AffinityNet, trained on CRF labels of the CAM stage's CAMs, then the random walk.
 
 Training labels, made first from `<trial_dir>/cam/cams/` (kept in storage across restarts):
-`<trial_dir>/affinity/crf/<id>.npz`, the dense-CRF scores of each train_aug image with the
-background (1 - max)^α at the method's two exponents (ICAM: 2 and 4; SEAM: 4 and 24), which
-`icam.data.affinity` crops, pools by the output stride and combines as the authors do. Crops
+`<trial_dir>/affinity/crf/<id>.npz`, the dense-CRF scores of each train_aug image AffinityNet
+trains on (the first `max_train_images` when that is set) with the background (1 - max)^α at
+the method's two exponents (ICAM: 2 and 4; SEAM: 4 and 24), which `icam.data.affinity` crops,
+pools by the output stride and combines as the authors do. Crops
 without the random resize, as the authors (`TrainConfig.resize_long` is not used here).
 
 Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
@@ -83,12 +84,13 @@ class AffinityStage(StageTrainable):
                                     "(DONE.json) for this trial; run it first")
 
     def write_crf_scores(self) -> Path:
-        """The CRF scores in crf/, made for the train_aug images that lack them; returns a
+        """The CRF scores in crf/, made for the training images that lack them; returns a
         local folder holding them (a copy in the node's cache when the storage is remote)."""
         layout = VOCLayout(self.data_root)
         out = self.stage_dir / "crf"
         have = out.files()
-        todo = [i for i in layout.ids("train_aug") if f"{i}.npz" not in have]
+        trained_on = layout.ids("train_aug")[:self.cfg.max_train_images]
+        todo = [i for i in trained_on if f"{i}.npz" not in have]
         alphas = CONVENTIONS[self.pipeline.method.formulation]["crf_alphas"]
         work = functools.partial(_write_crf_scores, cam_dir=str(self.trial_dir / "cam" / "cams"),
                                  out_dir=str(out), voc_root=str(layout.root), alphas=alphas)
@@ -98,7 +100,8 @@ class AffinityStage(StageTrainable):
     def train_dataset(self):
         return AffinityDataset(self.data_root, "train_aug", self.write_crf_scores(),
                                AffinityTrain(crop=self.cfg.crop), stride=self.cfg.output_stride,
-                               radius=RADIUS, seed=self.pipeline.seed)
+                               radius=RADIUS, seed=self.pipeline.seed,
+                               limit=self.cfg.max_train_images)
 
     def collate(self, items: list):
         images = torch.stack([x for _, x, _ in items])
