@@ -8,6 +8,7 @@ inside the map. Pair arrays are N x P x h' x w' with P offsets, h' = h - r + 1, 
 flattened (N x P x h'w') they equal the reference's layout.
 """
 
+import functools
 import warnings
 
 import torch
@@ -88,25 +89,47 @@ def affinity_loss(aff: Tensor, bg: Tensor, fg: Tensor, neg: Tensor) -> Tensor:
     return mean(pos, bg) / 4 + mean(pos, fg) / 4 + mean(-torch.log(1 + 1e-5 - aff), neg) / 2
 
 
-def random_walk_transition(features: Tensor, radius: int = 5, beta: float = 8) -> Tensor:
-    """Transition matrices N x hw x hw, sparse (COO): A = affinity^beta with A_ii = 1 and A
-    symmetric over the pairs of `affinities`, normalised so that each column sums to 1. Only
-    the pairs within the radius are stored (about 70 per pixel for r = 5, not hw)."""
-    n, _, h, w = features.shape
-    aff = affinities(features, radius).flatten(1)
-    index = torch.arange(h * w, device=features.device).view(1, 1, h, w)
+@functools.lru_cache(maxsize=8)
+def _transition_layout(h: int, w: int, radius: int, device: torch.device):
+    """Where the transition's entries go, for an h x w map: (cols, order, ccol, rows). The
+    entries are made as the pairs (i, j), the pairs (j, i) and the diagonal; `cols` holds their
+    columns, `order` sorts them by column and then row, `ccol` and `rows` are the CSC indices.
+    Cached: a set of few image sizes reuses it (maps of other sizes get their own)."""
+    hw = h * w
+    index = torch.arange(hw, device=device).view(1, 1, h, w)
     source, partners = _pairs(index, radius)
     src = source[0, 0].expand_as(partners[0, 0]).flatten()
     dst = partners.flatten()
-    diagonal = torch.arange(h * w, device=features.device)
-    rows = torch.cat([src, dst, diagonal])
-    cols = torch.cat([dst, src, diagonal])
+    diagonal = torch.arange(hw, device=device)
+    rows, cols = torch.cat([src, dst, diagonal]), torch.cat([dst, src, diagonal])
+    order = torch.argsort(cols * hw + rows)
+    ccol = torch.cat([cols.new_zeros(1), torch.bincount(cols, minlength=hw).cumsum(0)])
+    return cols, order, ccol, rows[order]
+
+
+def random_walk_transition(features: Tensor, radius: int = 5, beta: float = 8) -> Tensor:
+    """Transition matrices N x hw x hw, sparse (CSC): A = affinity^beta with A_ii = 1 and A
+    symmetric over the pairs of `affinities`, normalised so that each column sums to 1. Only
+    the pairs within the radius are stored (about 70 per pixel for r = 5, not hw); as CSC, the
+    transpose the walk multiplies by is a CSR matrix without reordering anything."""
+    n, _, h, w = features.shape
+    cols, order, ccol, rows = _transition_layout(h, w, radius, features.device)
+    aff = affinities(features, radius).flatten(1)
     a = torch.cat([aff, aff, aff.new_ones(n, h * w)], dim=1).pow(beta)
     a = a / a.new_zeros(n, h * w).index_add_(1, cols, a)[:, cols]  # column sums 1
-    batch = torch.arange(n, device=features.device).repeat_interleave(rows.numel())
-    indices = torch.stack([batch, rows.repeat(n), cols.repeat(n)])
-    return torch.sparse_coo_tensor(indices, a.flatten(), (n, h * w, h * w),
-                                   check_invariants=False).coalesce()
+    with warnings.catch_warnings():  # torch calls its compressed layouts beta
+        warnings.filterwarnings("ignore", "Sparse CSC tensor support is in beta")
+        return torch.sparse_csc_tensor(ccol.expand(n, -1), rows.expand(n, -1), a[:, order],
+                                       (n, h * w, h * w), check_invariants=False)
+
+
+def _transposed_csr(t: Tensor) -> Tensor:
+    """The CSR matrix of tᵀ (hw x hw): a view for CSC (`random_walk_transition`'s), else made."""
+    if t.layout == torch.sparse_csc:
+        return t.t()
+    with warnings.catch_warnings():  # torch calls its CSR layout beta; it is the fast one
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return (t.coalesce() if t.is_sparse else t).t().to_sparse_csr()
 
 
 def random_walk(cams: Tensor, transition: Tensor, logt: int = 6) -> Tensor:
@@ -117,10 +140,8 @@ def random_walk(cams: Tensor, transition: Tensor, logt: int = 6) -> Tensor:
     """
     n, k, h, w = cams.shape
     walked = []
-    for cam, t in zip(cams.flatten(2).to(transition.dtype), transition.unbind(0), strict=True):
-        with warnings.catch_warnings():  # torch calls its CSR layout beta; it is the fast one
-            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-            step = (t.coalesce() if t.is_sparse else t).t().to_sparse_csr()
+    for b, cam in enumerate(cams.flatten(2).to(transition.dtype)):
+        step = _transposed_csr(transition[b])
         v = cam.t()  # hw x K
         for _ in range(2**logt):
             v = step @ v
