@@ -47,19 +47,19 @@ def multiscale_views(image: np.ndarray, scales: Sequence[float],
     return views
 
 
-def _foreground_maps(out: dict, label: torch.Tensor, formulation: str,
+def _foreground_maps(out: dict, classes: torch.Tensor, formulation: str,
                      view_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """B×C×H×W foreground maps of one view batch, conditioned on the image label, at `size`.
+    """B×P×H×W maps of the image's P present `classes` (their channels in the network's
+    output) from one view batch, at `size`; absent classes would be zero maps, so they are
+    never made.
 
     icam: one bilinear upsampling to the image; seam: SEAM's two, to the view's input size
     (align_corners=True, inside its network) and then to the image."""
     cam, rv = cam_probabilities(out, formulation)
-    present = torch.cat([label.new_ones(1), label]).view(1, -1, 1, 1)
     if formulation == "seam":  # SEAM infers from the PCM output alone
-        maps = F.interpolate(rv[:, 1:], view_size, mode="bilinear", align_corners=True)
-        maps = maps * present[:, 1:]
+        maps = F.interpolate(rv[:, classes], view_size, mode="bilinear", align_corners=True)
     else:
-        probs = (0.5 * cam + 0.5 * rv) * present
+        probs = (0.5 * cam + 0.5 * rv)[:, torch.cat([classes.new_zeros(1), classes])]
         maps = (probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-8))[:, 1:]  # renormalised
     return F.interpolate(maps, size, mode="bilinear", align_corners=False)
 
@@ -86,8 +86,8 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
     renormalised over the present classes and background, background dropped, upsampled to
     H×W and averaged over views; then only each pixel's largest class is kept and each map is
     divided by its maximum. seam: the PCM output of SEAM's normalised CAM, upsampled in two
-    steps, times the label, summed over views and min-max normalised (`seam_min_max`); absent
-    classes are zero.
+    steps, summed over views and min-max normalised (`seam_min_max`). Absent classes are zero
+    maps (never computed); so is every map of an image without classes.
     `views` may hold the per-scale batches of `InferenceDataset` instead of `scales`/`flip`.
     """
     if formulation not in ("icam", "seam"):
@@ -98,28 +98,34 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
     height, width = image.shape[:2]
     if device is None:
         device = next(model.parameters()).device
-    label = torch.as_tensor(np.asarray(label, dtype=np.float32), device=device)
+    label = np.asarray(label, dtype=np.float32)
+    present = np.flatnonzero(label > 0)
+    classes = torch.as_tensor(present + 1, device=device)  # channel 0 is the background
+    cam = np.zeros((label.size, height, width), np.float32)
+    if present.size == 0:
+        return cam
     if views is None:
         views = multiscale_views(image, scales, flip)
     total, count = 0.0, 0
     for batch in views:
         out = model(batch.to(device))
-        if out["logits"].shape[1] != label.numel() + 1:
+        if out["logits"].shape[1] != label.size + 1:
             raise ValueError(f"infer_cam: model gives {out['logits'].shape[1]} channels, label "
-                             f"has {label.numel()} classes (+1 background expected)")
-        maps = _foreground_maps({k: v.float() for k, v in out.items()}, label, formulation,
+                             f"has {label.size} classes (+1 background expected)")
+        maps = _foreground_maps({k: v.float() for k, v in out.items()}, classes, formulation,
                                 batch.shape[2:], (height, width))
         if maps.shape[0] == 2:
             maps[1] = maps[1].flip(-1)  # the second image of a pair is the mirror
         total = total + maps.sum(dim=0)
         count += maps.shape[0]
     if formulation == "seam":
-        cam = seam_min_max(total) * (label.view(-1, 1, 1) > 0)
+        maps = seam_min_max(total)
     else:
-        cam = total / count
-        cam = torch.where(cam == cam.amax(dim=0, keepdim=True), cam, torch.zeros_like(cam))
-        cam = cam / (cam.amax(dim=(1, 2), keepdim=True) + NORM_EPS)
-    return cam.cpu().numpy().astype(np.float32)
+        maps = total / count
+        maps = torch.where(maps == maps.amax(dim=0, keepdim=True), maps, torch.zeros_like(maps))
+        maps = maps / (maps.amax(dim=(1, 2), keepdim=True) + NORM_EPS)
+    cam[present] = maps.cpu().numpy()
+    return cam
 
 
 def save_cam(path: str | os.PathLike | Storage, cam: np.ndarray, label: np.ndarray) -> None:

@@ -64,6 +64,15 @@ def test_label_conditioning_renormalises_over_present_classes_and_background():
     np.testing.assert_array_equal(cam[1], 0)
 
 
+@pytest.mark.parametrize("formulation", ["icam", "seam"])
+def test_an_image_without_classes_gets_an_empty_cam(formulation):
+    logits = np.log([[[1.0, 1.0]], [[2.0, 3.0]], [[4.0, 1.0]]])
+    cam = infer_cam(FixedCam(logits), tiny_image(), np.array([0.0, 0.0]), scales=[1.0],
+                    formulation=formulation)
+    assert cam.shape == (2, 1, 2) and cam.dtype == np.float32
+    np.testing.assert_array_equal(cam, 0)
+
+
 def test_only_the_argmax_class_survives_at_each_pixel():
     # Both classes present: left [1, 2, 4]/7 (c2 wins), right [1, 3, 1]/5 (c1 wins).
     logits = np.log([[[1.0, 1.0]], [[2.0, 3.0]], [[4.0, 1.0]]])
