@@ -129,26 +129,9 @@ def similarity_f(d: torch.Tensor, mu) -> torch.Tensor:
     return 1 - 2 / (q + 1)
 
 
-def dissimilarity(xi: torch.Tensor, xj: torch.Tensor) -> torch.Tensor:
-    # eq. 13: d = ||x_i - x_j||_1 / C, clamped to [0, 1]
-    return ((xi - xj).abs().sum(dim=1) / xi.shape[1]).clamp(0, 1)
-
-
 def spatial_weight(rho2, sigma):
     # eq. 10: w_ij = exp(-||p_i - p_j||² / (2σ²)) / (2πσ²), rho2 = ||p_i - p_j||²
     return torch.exp(-rho2 / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
-
-
-def _banded(coeffs: torch.Tensor, rx: int) -> torch.Tensor:
-    """(..., 2rx+1, W) coefficients of the partners x + dx, dx = -rx..rx, of each pixel x of a
-    row as the (..., W, W) band matrix B[x, x + dx]; partners outside the row fall away."""
-    *lead, span, width = coeffs.shape
-    buffer = coeffs.new_zeros((*lead, width, width + 2 * rx))
-    # a view of the buffer whose row x starts x columns further on: its (x, s) is B[x, x + s - rx]
-    skewed = buffer.as_strided((*lead, width, span),
-                               (*buffer.stride()[:-2], width + 2 * rx + 1, 1))
-    skewed.copy_(coeffs.transpose(-1, -2))
-    return buffer[..., rx:rx + width]
 
 
 def _window_pair_sums(probs, features, mu, sigma, radius: int, need_mu: bool,
@@ -161,23 +144,25 @@ def _window_pair_sums(probs, features, mu, sigma, radius: int, need_mu: bool,
     # product gives A_i (the first K channels) and S_i (the last)
     extended = torch.cat([probs, probs.new_ones((n, 1, h, w))], dim=1).transpose(1, 2)
     sums = extended.new_zeros((1 + need_mu + need_sigma, n, h, k + 1, w))
-    padded = F.pad(features, (rx, rx))
-    dx = torch.arange(-rx, rx + 1, dtype=probs.dtype, device=probs.device).view(-1, 1)
+    pixels = features.permute(0, 2, 3, 1)  # N × H × W × C
+    x = torch.arange(w, dtype=probs.dtype, device=probs.device)
+    dx2 = (x.view(-1, 1) - x).square()  # (x, x') of two rows
     for dy in range(ry + 1):
         rows = h - dy
-        partners = padded[:, :, dy:].unfold(3, w, 1)  # N × C × rows × (2rx+1) × W
-        f = similarity_f(dissimilarity(partners, features[:, :, :rows].unsqueeze(3)), mu)
-        rho2 = dx * dx + dy * dy
-        weight = spatial_weight(rho2, sigma)
+        # eq. 13, d = ||x_i - x_j||_1 / C clamped to [0, 1], for pixel (y, x) against each
+        # (y + dy, x'): N × rows × W × W
+        d = torch.cdist(pixels[:, :rows], pixels[:, dy:], p=1).div_(pixels.shape[3]).clamp_(0, 1)
+        f = similarity_f(d, mu)
+        rho2 = dx2 + dy * dy
+        weight = spatial_weight(rho2, sigma) * (dx2 <= rx * rx)  # the window
+        if dy == 0:  # each pair once: on its own row a pixel's partners lie to the right
+            weight = weight.triu(1)
         coeffs = [weight * f]  # eq. 10 times eq. 12
         if need_mu:  # ∂f/∂μ = 1 - f²
             coeffs.append(weight * (1 - f * f))
         if need_sigma:  # ∂w/∂σ = w·(ρ²/σ³ - 2/σ)
             coeffs.append(weight * f * (rho2 / sigma ** 3 - 2 / sigma))
-        coeffs = torch.stack(coeffs)  # sets × N × rows × (2rx+1) × W
-        if dy == 0:  # each pair once: on its own row a pixel's partners lie to the right
-            coeffs[:, :, :, :rx + 1] = 0
-        band = _banded(coeffs, rx)  # sets × N × rows × W × W
+        band = torch.stack(coeffs)  # sets × N × rows × W × W
         sums[:, :, :rows] += extended[:, dy:] @ band.transpose(-1, -2)  # i from j below
         sums[:, :, dy:] += extended[:, :rows] @ band  # j from i above
     a = extended[:, :, :k]
