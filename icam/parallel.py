@@ -8,12 +8,18 @@ still finishes instead of waiting forever on tasks that can never be scheduled.
 A trial that holds c CPUs leaves c - 1 of them idle while it maps single-threaded work (CRF,
 PNGs, J/F) itself: `start_helpers(c - 1)`, called when it starts, gives it actors on its own
 node that ask Ray for no CPU and take chunks from the back as the caller does.
+
+`threaded(fn, items, threads)` runs per-image torch work (CAM inference) in threads of the
+calling process, each with one torch thread: small convolutions gain little from a second
+intra-op thread, two images at once gain more.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from icam import progress as progress_of
 
@@ -45,6 +51,36 @@ def start_helpers(count: int) -> None:
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(_Helper).options(num_cpus=0, scheduling_strategy=here)
     _helpers.extend(actor.remote() for _ in range(count - len(_helpers)))
+
+
+def threaded(fn: Callable, items: Iterable, threads: int) -> Iterator:
+    """fn(item) for each item, in order, computed by `threads` threads that run torch with one
+    intra-op thread each (the caller's setting is restored at the end); at most 2·threads
+    items are taken from `items` ahead of the results. One thread: a plain loop."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    import torch
+
+    grad = torch.is_grad_enabled()  # thread-local in torch: the workers take the caller's
+
+    def call(item):
+        with torch.set_grad_enabled(grad):
+            return fn(item)
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            running: deque = deque()
+            for item in items:
+                running.append(pool.submit(call, item))
+                if len(running) >= 2 * threads:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _run_chunk(fn: Callable, chunk: Sequence) -> list:

@@ -1,9 +1,11 @@
 import os
+import threading
 import time
 
 import pytest
+import torch
 
-from icam.parallel import map_items
+from icam.parallel import map_items, threaded
 
 
 def make_square_with_pid():
@@ -19,6 +21,33 @@ def make_square_with_pid():
 def test_local_map_keeps_order():
     assert map_items(lambda x: 3 * x + 1, range(7), progress=False) == [1, 4, 7, 10, 13, 16, 19]
     assert map_items(str, [], progress=False) == []
+
+
+def test_threaded_keeps_order_and_runs_each_item_with_one_torch_thread():
+    torch.set_num_threads(2)
+    pulled = []
+
+    def items():
+        for x in range(12):
+            pulled.append(x)
+            yield x
+
+    def work(x):
+        time.sleep(0.01 * (x % 3))  # items finish out of order
+        return x * x, torch.get_num_threads(), torch.is_grad_enabled(), threading.get_ident()
+
+    results = []
+    with torch.no_grad():
+        for value in threaded(work, items(), threads=2):
+            results.append(value)
+            assert len(pulled) <= len(results) + 4  # at most 2 x threads items ahead
+    assert [r[0] for r in results] == [x * x for x in range(12)]
+    assert {r[1] for r in results} == {1}  # one intra-op thread per worker thread
+    assert not any(r[2] for r in results)  # the caller's no_grad holds in the workers
+    workers = {r[3] for r in results}
+    assert len(workers) <= 2 and threading.get_ident() not in workers
+    assert torch.get_num_threads() == 2  # the caller's setting is back
+    assert list(threaded(lambda x: x + 1, range(3), threads=1)) == [1, 2, 3]
 
 
 @pytest.fixture(scope="module")

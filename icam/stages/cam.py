@@ -16,14 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from icam import progress
+from icam import parallel, progress
 from icam.config import PipelineConfig
 from icam.data.transforms import ClassificationTrain
 from icam.data.voc import ClassificationDataset, InferenceDataset, VOCLayout, keep_item, save_mask
 from icam.inference import CONVENTIONS, cam_argmax_labels, infer_cam, load_cam, save_cam
 from icam.losses import FslParameters, cam_losses, siamese_view
 from icam.models.cam import CamNet
-from icam.parallel import map_items
 from icam.stages.common import StageTrainable, StageTrainer, score, split_metrics
 from icam.storage import Storage
 
@@ -105,14 +104,20 @@ class CamStage(StageTrainable):
         loader = DataLoader(Subset(dataset, todo), batch_size=None, collate_fn=keep_item,
                             num_workers=self.cfg.num_workers)
         model = self.trainer.model.net.eval()
+
+        def infer(item) -> None:
+            image_id, image, views, label = item
+            cam = infer_cam(model, image, label.numpy(), views=views,
+                            formulation=self.pipeline.method.formulation,
+                            device=self.trainer.device)
+            # SEAM's min-max leaves the pixels below min + eps at -(min + eps) / (max - min +
+            # eps) (`seam_min_max`); stored CAMs hold [0, 1], so they are stored as 0
+            save_cam(out / f"{image_id}.npz", np.maximum(cam, 0), label.numpy())
+
+        # on a CPU, one image per torch thread (`parallel.threaded`); on a GPU, one at a time
+        threads = torch.get_num_threads() if self.trainer.device.type == "cpu" else 1
         with progress.task(f"CAM inference {split}", len(todo)) as bar:
-            for image_id, image, views, label in loader:
-                cam = infer_cam(model, image, label.numpy(), views=views,
-                                formulation=self.pipeline.method.formulation,
-                                device=self.trainer.device)
-                # SEAM's min-max leaves the pixels below min + eps at -(min + eps) / (max -
-                # min + eps) (`seam_min_max`); stored CAMs hold [0, 1], so they are stored as 0
-                save_cam(out / f"{image_id}.npz", np.maximum(cam, 0), label.numpy())
+            for _ in parallel.threaded(infer, loader, threads):
                 bar.update()
 
     def products(self) -> dict:
@@ -130,5 +135,5 @@ class CamStage(StageTrainable):
         background = CONVENTIONS[self.pipeline.method.formulation]["cam_background"]
         work = functools.partial(_cam_products, stage_dir=str(self.stage_dir),
                                  voc_root=str(layout.root), background=background)
-        scored = map_items(work, list(splits.items()), desc="CAM labels")
+        scored = parallel.map_items(work, list(splits.items()), desc="CAM labels")
         return split_metrics(self.stage, scored)
