@@ -4,8 +4,8 @@ Training labels, made first from `<trial_dir>/cam/cams/` (kept in storage across
 `<trial_dir>/affinity/crf/<id>.npz`, the dense-CRF scores of each train_aug image AffinityNet
 trains on (the first `max_train_images` when that is set) with the background (1 - max)^α at
 the method's two exponents (ICAM: 2 and 4; SEAM: 4 and 24), which `icam.data.affinity` crops,
-pools by the output stride and combines as the authors do. Crops
-without the random resize, as the authors (`TrainConfig.resize_long` is not used here).
+pools by the output stride and combines as the authors do. Crops without the random resize,
+as the authors (`TrainConfig.resize_long` is not used here).
 
 Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
 final stage's training labels) and val (beta 8, logt 6, background alpha 6, no CRF), and
