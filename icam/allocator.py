@@ -3,7 +3,7 @@
 glibc's malloc serves blocks above its mmap threshold (128 KiB, rising with use to at most
 32 MiB) with fresh mmap'd pages and gives them back on free, and trims the top of its heap
 once enough of it is free. A CPU training step or a CAM inference allocates and frees tensors
-of several MiB (the PCM's affinity matrix of a 1.5x view is 120 MiB) at every call, so each
+of several MiB (the PCM's affinities of a training batch are 32 MiB) at every call, so each
 call makes the kernel fault in and zero those pages again. `MALLOC_ENV`, given to Ray's worker
 processes (`icam.harness.start_ray`), keeps freed blocks for reuse, as PyTorch's CUDA caching
 allocator does on a GPU: CAM inference and training steps run about a fifth faster on 2 cores
