@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 FORMULATIONS = ("icam", "seam")
 POOLINGS = ("avg", "max")
-BACKBONES = ("resnet38", "res2net101", "tiny", "tiny-r2n")
+BACKBONES = ("resnet38", "res2net101", "lite0", "lite0-r2n", "tiny")
 STAGES = ("cam", "affinity", "final")
 
 
@@ -103,7 +103,7 @@ class TrainConfig:
 
     backbone: str = "resnet38"
     weights: str | None = None  # backbone weights: .params / .pth / .npz or a built-in name
-    output_stride: int = 8  # resnet38, res2net101: 8; tiny: 4 or 8
+    output_stride: int = 8  # resnet38, res2net101: 8; lite0, tiny: 4 or 8
     frozen_bn: bool = True  # backbone batch norm keeps its pre-trained statistics
     crop: int = 448
     resize_long: tuple[int, int] = (448, 768)  # random long-side resize (CAM, AffinityNet)
@@ -170,7 +170,7 @@ _PAPER = {  # the code as run (reference-facts.md, "As run"); Table 1's text in 
     "final": TrainConfig(crop=448, batch_size=10, lr=0.001, momentum=0.9, frozen_bn=False,
                          iterations=20000, infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
 }
-_TINY = dict(backbone="tiny", weights="tiny-generic", output_stride=4, crop=128, batch_size=8,
+_TINY = dict(backbone="lite0", weights="lite0-imagenet", output_stride=8, crop=128, batch_size=8,
              channels_last=True)  # CPU speed (oneDNN), not the recipe: README, "The two presets"
 _CPU = {  # a scale model of _PAPER: only sizes differ (README, "The two presets")
     "cam": TrainConfig(**_TINY, resize_long=(128, 192), epochs=6, infer_scales=(0.5, 1.0, 1.5)),

@@ -229,7 +229,7 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         "--set final.iterations=2000")
     parser.add_argument("--weights", help="backbone weights for every stage: ImageNet "
                         ".params/.pth/.npz for the paper preset (the cpu preset has "
-                        "tiny-generic)")
+                        "lite0-imagenet)")
     parser.add_argument("--quick", action="store_true",
                         help="the embedded default's reduced grid and shorter training")
     parser.add_argument("--dry-run", action="store_true",

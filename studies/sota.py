@@ -3,7 +3,7 @@
 Rows: early ICAM, ICAM, ICAM Res38 et and ICAM R2N et; "et" is PMM's extended training of
 the final stage (final.extended: pretended under-fitting, one cyclic pseudo-mask round), and
 R2N a Res2Net-101 final stage (`--res2net-weights` gives its ImageNet .pth on the paper
-preset). On the cpu preset the tiny backbone stands in for ResNet-38 and Res2Net-101 alike.
+preset). On the cpu preset EfficientNet-Lite0 stands in for ResNet-38 and Res2Net-101 alike.
 
 Other methods enter as folders of PNG label maps (`<id>.png`) for the validation images:
 `--external PMM=/path/to/pmm_val --external MCTformer=/path/to/mct_val`. Each is evaluated
@@ -36,9 +36,9 @@ def variants(args: argparse.Namespace) -> dict[str, Variant]:
         note = "" if args.res2net_weights else ("no --res2net-weights: Res2Net-101 starts "
                                                 "from random weights")
     else:
-        r2n = {"backbone": "tiny-r2n", "extended": True}
-        note = ("cpu preset: the tiny backbone stands in for Res2Net-101 (backbone "
-                "'tiny-r2n', the same network as 'tiny')")
+        r2n = {"backbone": "lite0-r2n", "extended": True}
+        note = ("cpu preset: EfficientNet-Lite0 stands in for Res2Net-101 (backbone "
+                "'lite0-r2n', the same network as 'lite0')")
     return {"icam-early": Variant("icam-early"), "icam": Variant("icam"),
             "icam-res38-et": Variant("icam", {"final": {"extended": True}}),
             "icam-r2n-et": Variant("icam", {"final": r2n}, note)}

@@ -27,12 +27,12 @@ def test_dry_run_lists_four_rows_per_seed_and_names_the_stand_in(capsys):
     assert module["run"](module["STUDY"], ["--dry-run", "--seeds", "5"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "20 trials"
-    assert any(line.startswith("note: icam-r2n-et") and "tiny backbone stands in for "
+    assert any(line.startswith("note: icam-r2n-et") and "EfficientNet-Lite0 stands in for "
                "Res2Net-101" in line for line in out)
     rows = [line.split() for line in out if line.startswith("icam")]
     assert sorted({(r[2], r[3], r[4]) for r in rows}) == [
-        ("icam", "tiny", "-"), ("icam", "tiny", "et"), ("icam", "tiny-r2n", "et"),
-        ("icam-early", "tiny", "-")]
+        ("icam", "lite0", "-"), ("icam", "lite0", "et"), ("icam", "lite0-r2n", "et"),
+        ("icam-early", "lite0", "-")]
 
 
 def test_rows_differ_in_the_final_stage_only(tmp_path):
@@ -68,7 +68,7 @@ def test_a_missing_res2net_file_or_variant_fails_before_ray(tmp_path, capsys):
 
 def test_trials_csv_carries_backbone_and_training(tmp_path):
     base = pipeline_config("cpu", "icam", seed=0)
-    et = replace(base, final=replace(base.final, backbone="tiny-r2n", extended=True))
+    et = replace(base, final=replace(base.final, backbone="lite0-r2n", extended=True))
     for trial in (base, et):
         write_json(tmp_path / trial_key(trial) / "config.json", trial.to_dict())
         for stage in STAGES:
@@ -76,18 +76,18 @@ def test_trials_csv_carries_backbone_and_training(tmp_path):
                        {f"{stage}/val/J": 50.0, f"{stage}/val/F": 40.0, f"{stage}/val/JF": 45})
     df = collect_trials("sota", tmp_path)
     final = df[(df.stage == "final") & (df.split == "val")].set_index("trial_id")
-    assert final.loc[trial_key(et), ["backbone", "training"]].tolist() == ["tiny-r2n", "et"]
-    assert final.loc[trial_key(base), ["backbone", "training"]].tolist() == ["tiny", ""]
+    assert final.loc[trial_key(et), ["backbone", "training"]].tolist() == ["lite0-r2n", "et"]
+    assert final.loc[trial_key(base), ["backbone", "training"]].tolist() == ["lite0", ""]
     cam = df[(df.stage == "cam") & (df.trial_id == trial_key(et))]
-    assert set(cam.backbone) == {"tiny"} and set(cam.training) == {""}
+    assert set(cam.backbone) == {"lite0"} and set(cam.training) == {""}
 
 
 def test_table5_places_the_four_rows_beside_the_published_ones():
     rows = []
     for seed in (0, 1):
         for k, (method, backbone, training) in enumerate([
-                ("icam-early", "tiny", ""), ("icam", "tiny", ""), ("icam", "tiny", "et"),
-                ("icam", "tiny-r2n", "et")]):
+                ("icam-early", "lite0", ""), ("icam", "lite0", ""), ("icam", "lite0", "et"),
+                ("icam", "lite0-r2n", "et")]):
             rows.append(dict(study="sota", trial_id=f"t{k}-{seed}", seed=seed, stage="final",
                              split="val", J=50 + k + seed, F=30 + k, JF=40 + k + seed / 2,
                              method=method, backbone=backbone, training=training))
@@ -95,8 +95,8 @@ def test_table5_places_the_four_rows_beside_the_published_ones():
     frame = parse_trials_csv(text, "trials.csv")
     table = tables.from_trials("table5", frame, paper.summary(paper.load(), "table5"))
     # published J of early ICAM Res38, ICAM Res38, ICAM Res38 et and ICAM R2N et (Table 5)
-    expected = [("early ICAM", "tiny", "63.9 ± 0.6"), ("ICAM", "tiny", "67.2 ± 0.3"),
-                ("ICAM (et)", "tiny", "69.1 ± 0.5"), ("ICAM (et)", "tiny for R2N", "70.1 ± 0.2")]
+    expected = [("early ICAM", "Lite0", "63.9 ± 0.6"), ("ICAM", "Lite0", "67.2 ± 0.3"),
+                ("ICAM (et)", "Lite0", "69.1 ± 0.5"), ("ICAM (et)", "Lite0 for R2N", "70.1 ± 0.2")]
     assert [(r[0], r[1], r[3]) for r in table.rows] == expected
     assert [r[2] for r in table.rows] == ["50.5 ± 0.7", "51.5 ± 0.7", "52.5 ± 0.7",
                                           "53.5 ± 0.7"]
@@ -106,7 +106,7 @@ def test_the_study_summary_keeps_extended_training_apart():
     # the same method and backbone, one trial trained plainly (J 40) and one extended (J 44):
     # two rows of their own, never one row of mean 42 ± 2.8 (n=2)
     rows = [dict(study="sota", trial_id=f"t{k}", seed=0, stage="final", split="val", J=j,
-                 F=20.0, JF=(j + 20.0) / 2, method="icam", backbone="tiny", training=training)
+                 F=20.0, JF=(j + 20.0) / 2, method="icam", backbone="lite0", training=training)
             for k, (j, training) in enumerate([(40.0, ""), (44.0, "et")])]
     frame = parse_trials_csv(pd.DataFrame(rows).to_csv(index=False), "trials.csv")
     table = tables.summary_table(frame, "sota")
@@ -119,18 +119,18 @@ def test_the_report_meets_the_r2n_stand_in_with_the_published_r2n_row():
 
     # trials.csv as the study writes it: the harness's backbone names, blank training cells
     text = ("study,trial_id,seed,stage,split,J,F,JF,method,backbone,training\n"
-            "sota,a,0,final,val,30,20,25,icam,tiny,et\n"
-            "sota,b,0,final,val,31,21,26,icam,tiny-r2n,et\n"
-            "sota,c,0,final,val,32,22,27,icam,tiny,\n")
+            "sota,a,0,final,val,30,20,25,icam,lite0,et\n"
+            "sota,b,0,final,val,31,21,26,icam,lite0-r2n,et\n"
+            "sota,c,0,final,val,32,22,27,icam,lite0,\n")
     frame = pd.read_csv(io.StringIO(text))
     [table] = paper_tables(frame, "sota")
     # Table 5's published J: ICAM Res38 et 69.1 ± 0.5, ICAM R2N et 70.1 ± 0.2, ICAM 67.2 ± 0.3
-    assert "| ICAM (et) | tiny for R2N | 31.0 | 70.1 ± 0.2 | -39.1 |" in table
-    assert "| ICAM (et) | tiny | 30.0 | 69.1 ± 0.5 | -39.1 |" in table
-    assert "| ICAM | tiny | 32.0 | 67.2 ± 0.3 | -35.2 |" in table
+    assert "| ICAM (et) | Lite0 for R2N | 31.0 | 70.1 ± 0.2 | -39.1 |" in table
+    assert "| ICAM (et) | Lite0 | 30.0 | 69.1 ± 0.5 | -39.1 |" in table
+    assert "| ICAM | Lite0 | 32.0 | 67.2 ± 0.3 | -35.2 |" in table
 
 
-@pytest.mark.parametrize("label,published", [("tiny for R2N", "R2N"), ("Res38", "Res38"),
+@pytest.mark.parametrize("label,published", [("Lite0 for R2N", "R2N"), ("Res38", "Res38"),
                                              (None, None)])
 def test_stand_in_labels(label, published):
     from analysis.methods import published_backbone

@@ -71,7 +71,8 @@ class AffinityTrain:
     """(image uint8 H×W×3, scores K×H×W, rng) -> (normalised 3×crop×crop, K×crop×crop scores).
 
     The reference's AffinityNet augmentation: colour jitter, horizontal flip, and a random crop
-    (no resize); the image is padded with the mean colour and the scores with 0 (no score).
+    (no resize). The reference crops the image before normalising it, so its padding is black
+    (`NORMALISED_BLACK`); the scores are padded with 0 (no score).
     """
 
     def __init__(self, crop: int = 448, flip: bool = True,
@@ -94,7 +95,8 @@ class AffinityTrain:
         x = T.normalize(image)
         s = torch.from_numpy(np.ascontiguousarray(scores))
         box = T.random_crop_box(*s.shape[1:], self.crop, rng)
-        return T.crop_pad(x, box, self.crop, 0.0), T.crop_pad(s, box, self.crop, 0.0)
+        return (T.crop_pad(x, box, self.crop, T.NORMALISED_BLACK),
+                T.crop_pad(s, box, self.crop, 0.0))
 
 
 class AffinityDataset(_VOCDataset):

@@ -24,6 +24,10 @@ def normalize(image: np.ndarray) -> torch.Tensor:
     return ((x - _MEAN) / _STD).contiguous()
 
 
+NORMALISED_BLACK = ((0 - _MEAN) / _STD).contiguous()
+"""A black pixel after `normalize` (3 x 1 x 1): the padding of crops cut before normalising."""
+
+
 def denormalize(x: torch.Tensor) -> torch.Tensor:
     """Inverse of `normalize` for (..., 3, H, W) tensors, clamped to RGB in [0, 1]."""
     return (x * _STD.to(x) + _MEAN.to(x)).clamp(0.0, 1.0)
@@ -101,10 +105,12 @@ def random_crop_box(height: int, width: int, crop: int,
     return src_y, src_x, dst_y, dst_x
 
 
-def crop_pad(x: torch.Tensor, box, crop: int, fill: float) -> torch.Tensor:
-    """Cut a (..., H, W) tensor with a `random_crop_box`, padding with `fill`."""
+def crop_pad(x: torch.Tensor, box, crop: int, fill: float | torch.Tensor) -> torch.Tensor:
+    """Cut a (..., H, W) tensor with a `random_crop_box`, padding with `fill` (a number, or a
+    tensor broadcast to (..., crop, crop), such as one value per channel)."""
     src_y, src_x, dst_y, dst_x = box
-    out = x.new_full((*x.shape[:-2], crop, crop), fill)
+    out = x.new_empty((*x.shape[:-2], crop, crop))
+    out[...] = fill
     out[..., dst_y, dst_x] = x[..., src_y, src_x]
     return out
 

@@ -23,6 +23,13 @@ def freeze_batchnorm(module: nn.Module, statistics: bool = True) -> None:
                 p.requires_grad_(False)
 
 
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """The running-statistics momentum of every batch-norm layer of `module`."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = momentum
+
+
 def freeze(modules: list[nn.Module]) -> None:
     """Stop gradients to all parameters of `modules`."""
     for m in modules:
@@ -90,12 +97,13 @@ class ResNet38(nn.Module):
     `forward_as_dict(x)` gives conv4 (512 ch), conv5 (1024 ch) and conv6 (4096 ch), all at
     ceil(H/8) x ceil(W/8). The CAM and AffinityNet heads freeze `frozen_blocks` (conv1a, b2,
     b2_1, b2_2); DeepLab trains them all, conv1a included, as the authors' train_final.py.
+    Running statistics update with momentum `bn_momentum` (the authors' resnet38d.py: 3e-4).
     """
 
     channels = {"conv4": 512, "conv5": 1024, "conv6": 4096}
     stride = 8
 
-    def __init__(self, frozen_bn: bool = True):
+    def __init__(self, frozen_bn: bool = True, bn_momentum: float = 3e-4):
         super().__init__()
         self.frozen_bn = frozen_bn
         self.conv1a = nn.Conv2d(3, 64, 3, padding=1, bias=False)
@@ -117,6 +125,7 @@ class ResNet38(nn.Module):
         self.b6 = BottleneckBlock(1024, 2048, dilation=4, dropout=0.3)
         self.b7 = BottleneckBlock(2048, 4096, dilation=4, dropout=0.5)
         self.bn7 = nn.BatchNorm2d(4096)
+        set_bn_momentum(self, bn_momentum)
         freeze_batchnorm(self, self.frozen_bn)
 
     @property

