@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from icam.config import STAGES, PipelineConfig, pipeline_config
-from icam.stages.common import read_json
+from icam.stages.files import read_json
 
 REPORT = "report.md"
 FIGURE = "qualitative.png"

@@ -280,7 +280,7 @@ def resolve(study: Study, args: argparse.Namespace):
 
 def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str, ...]) -> None:
     from icam.console import say
-    from icam.stages.common import trial_key
+    from icam.stages.files import trial_key
 
     columns = ["trial_id", "seed", "method", "lambda", "pooling", "num_samples", "fsl", "mu",
                "sigma"]

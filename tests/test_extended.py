@@ -18,7 +18,7 @@ from icam.data.voc import InferenceDataset, VOCLayout, load_mask
 from icam.extended import cyclic_cross_entropy, pretended_underfitting_loss
 from icam.models.weights import resolve_weights
 from icam.stages import FinalStage
-from icam.stages.common import trial_key
+from icam.stages.files import trial_key
 from tests.test_stages import _fake_previous_stage, tiny_pipeline
 
 VOID = 255

@@ -22,7 +22,7 @@ from icam.config import pipeline_config
 from icam.data.synthetic import generate
 from icam.harness import StudyError, StudySpec, run_study, study_paths, write_trials_csv
 from icam.stages import AffinityStage, CamStage, FinalStage
-from icam.stages.common import trial_key, write_json
+from icam.stages.files import trial_key, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

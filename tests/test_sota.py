@@ -12,7 +12,7 @@ from analysis import paper, tables
 from analysis.trials import parse_trials_csv
 from icam.config import STAGES, pipeline_config
 from icam.harness import collect_trials
-from icam.stages.common import trial_key, write_json
+from icam.stages.files import trial_key, write_json
 from icam.study import build_parser, resolve
 from tests.test_studies import load
 
