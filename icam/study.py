@@ -2,7 +2,7 @@
 
 A study is declarative: a base method, a grid over method settings, and the seeds. This module
 expands it into trial configurations, prints the dry-run table, runs it through
-`icam.harness.run_study`, and writes the study's tables and figures with `analysis`.
+`icam.harness.run_study`, and writes the study's tables and figures with `icam.analysis`.
 
     python studies/ablate_mu.py                     # embedded default: reduced grid, 1 seed
     python studies/ablate_mu.py --dry-run --seeds 5 # the paper's grid: 45 trials
@@ -365,7 +365,7 @@ def write_outputs(name: str, root, out: Path | None, compare: str | None = None)
     the storage is an object store."""
     import tempfile
 
-    from analysis.make_all import write_study_outputs
+    from icam.analysis.make_all import write_study_outputs
 
     csv = str(root / "trials.csv")
     if out is not None or root.local is not None:
