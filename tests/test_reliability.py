@@ -1,6 +1,6 @@
 """Nothing lost: a killed worker, a killed driver, a non-finite loss, bad input through the
-command lines, and determinism. Each test proves one guarantee of the README's "Reliability"
-section, on a tiny synthetic set with the cpu preset cut down to seconds."""
+command lines, and determinism. Each test proves one guarantee of docs/reliability.md
+(the README links it), on a tiny synthetic set with the cpu preset cut down to seconds."""
 
 import json
 import os
