@@ -42,7 +42,7 @@ from icam import progress
 from icam.allocator import MALLOC_ENV
 from icam.cli import ReportedError
 from icam.config import STAGES, PipelineConfig
-from icam.stages.common import read_done, trial_key
+from icam.stages.files import read_done, trial_key
 from icam.storage import Storage, tune_location
 
 SPLITS = ("train", "val")
@@ -172,7 +172,7 @@ def write_trials_csv(study: str, paths: StudyPaths) -> pd.DataFrame:
 
 
 def _probe_peak_memory(stage: str, pipeline: dict) -> tuple[int, int]:
-    from icam.stages.common import measure_training
+    from icam.stages.trainer import measure_training
 
     config = PipelineConfig.from_dict(pipeline)
     trainer = trainer_classes()[stage](config, max_iterations=2)

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, log: str) -> int:
     from icam.console import say
     from icam.harness import StudySpec, resolve_data_root, run_study, start_ray, study_paths
     from icam.report import write_report
-    from icam.stages.common import trial_key
+    from icam.stages.files import trial_key
     from icam.study import parse_gpu
 
     config = pipeline_config(args.preset, args.method, args.seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from icam.config import STAGES, PipelineConfig, pipeline_config
-from icam.stages.common import read_json
+from icam.stages.files import read_json
 
 REPORT = "report.md"
 FIGURE = "qualitative.png"
@@ -51,7 +51,7 @@ def _result_rows(fs, path: str) -> list[dict]:
 def stage_seconds(study_dir: str | os.PathLike, tune: str) -> dict[tuple[str, str], float]:
     """{(trial, stage): seconds} from Tune's result files of the study's experiments: for each
     worker process that ran the stage, from its setup to its last report, summed."""
-    from analysis.trials import open_location
+    from icam.analysis.trials import open_location
 
     record_path = Path(study_dir) / "experiments.json"
     if not record_path.is_file():
@@ -86,7 +86,7 @@ def _row(cells: list[str]) -> str:
 
 def stage_table(frame: pd.DataFrame, study: str, seconds: dict) -> str:
     """J, F and J&F per stage and split (mean ± std over trials when several), and time."""
-    from analysis.tables import markdown, summary_table
+    from icam.analysis.tables import markdown, summary_table
 
     trials = frame["trial_id"].unique()
     if len(trials) > 1:
@@ -113,9 +113,9 @@ def stage_table(frame: pd.DataFrame, study: str, seconds: dict) -> str:
 def paper_tables(frame: pd.DataFrame, study: str) -> list[str]:
     """The paper's tables this study reproduces, with the published values beside ours; for a
     study the paper has no table for, the first of Tables 3, 4, 5 that lists all its methods."""
-    from analysis import paper, tables
-    from analysis.make_all import PRODUCTS, study_key
-    from analysis.trials import normalise
+    from icam.analysis import paper, tables
+    from icam.analysis.make_all import PRODUCTS, study_key
+    from icam.analysis.trials import normalise
 
     frame = normalise(frame)  # the analysis's names: methods, backbones ("tiny for R2N")
     published = paper.load()
@@ -186,8 +186,8 @@ def write_report(study: str, study_dir: str | os.PathLike, data_root: str | os.P
                  tune: str | None = None, frame: pd.DataFrame | None = None) -> Report:
     """report.md and qualitative.png in `study_dir` (beside trials.csv); `tune` is where the
     study's Tune experiments are (default `<study_dir>/tune`)."""
-    from analysis.output import write_text
-    from analysis.qualitative import qualitative_figure
+    from icam.analysis.output import write_text
+    from icam.analysis.qualitative import qualitative_figure
     from icam.data.voc import VOCLayout
 
     study_dir = Path(study_dir)

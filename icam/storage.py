@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow.fs as pafs
 
 from icam.atomic import atomic_write
+from icam.cache import cache_home
 
 FETCH_THREADS = 16
 """Files fetched at once into a node's cache."""
@@ -52,8 +53,6 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
 def cache_root(workdir: str | os.PathLike | None = None) -> Path:
     """This node's cache of stored folders: `workdir` when given, else `storage/` in icam's
     cache home ($ICAM_CACHE, else ~/.cache/icam)."""
-    from icam.data.voc import cache_home
-
     return Path(workdir or cache_home() / "storage").expanduser().resolve()
 
 

@@ -2,7 +2,7 @@
 
 A study is declarative: a base method, a grid over method settings, and the seeds. This module
 expands it into trial configurations, prints the dry-run table, runs it through
-`icam.harness.run_study`, and writes the study's tables and figures with `analysis`.
+`icam.harness.run_study`, and writes the study's tables and figures with `icam.analysis`.
 
     python studies/ablate_mu.py                     # embedded default: reduced grid, 1 seed
     python studies/ablate_mu.py --dry-run --seeds 5 # the paper's grid: 45 trials
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -142,15 +143,18 @@ def parse_custom_resources(items: Sequence[str]) -> dict[str, dict[str, float]]:
     return custom
 
 
-def parse_gpu(text: str):
+def parse_gpu(text: str) -> float | str:
+    """`--gpus-per-trial`: "auto", or the GPUs of a trial as Ray grants them: 0, a fraction of
+    one GPU in (0, 1], or a whole number of GPUs."""
     if text == "auto":
         return "auto"
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ValueError(f"--gpus-per-trial {text!r} is invalid: a number >= 0 or 'auto'")
+        value = math.nan
+    if not (value >= 0 and (value <= 1 or value.is_integer())):
+        raise ValueError(f"--gpus-per-trial {text!r} is invalid: allowed 'auto', 0, a fraction "
+                         "in (0, 1] or a whole number")
     return value
 
 
@@ -209,9 +213,10 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"),
                         help="training settings: cpu (tiny backbone, small crops) or paper "
                         "(ResNet-38, Table 1)")
-    parser.add_argument("--gpus-per-trial", default="auto", type=parse_gpu,
-                        help="GPU share of each trial: a fraction (0.25: four trials per GPU) "
-                        "or auto (measure one step's memory, keep 15%% headroom)")
+    parser.add_argument("--gpus-per-trial", default="auto",
+                        help="GPU share of each trial: a fraction (0.25: four trials per GPU), "
+                        "a whole number of GPUs, or auto (measure one step's memory, keep 15%% "
+                        "headroom)")
     parser.add_argument("--cpus-per-trial", default=1, type=int)
     parser.add_argument("--workdir", help="each node's cache of stored label folders, deletable "
                         "between runs (default: ~/.cache/icam/storage, or $ICAM_CACHE/storage)")
@@ -271,7 +276,7 @@ def resolve(study: Study, args: argparse.Namespace):
     trials = expand(study, grid, seeds, args.preset, overrides, variants)
     if args.cpus_per_trial < 1:
         raise ValueError(f"--cpus-per-trial {args.cpus_per_trial} is invalid: an integer >= 1")
-    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    resources = {"cpu": args.cpus_per_trial, "gpu": parse_gpu(args.gpus_per_trial)}
     custom = parse_custom_resources(args.resource)
     if custom:
         resources = {stage: {**resources, "custom": custom.get(stage, {})} for stage in STAGES}
@@ -280,7 +285,7 @@ def resolve(study: Study, args: argparse.Namespace):
 
 def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str, ...]) -> None:
     from icam.console import say
-    from icam.stages.common import trial_key
+    from icam.stages.files import trial_key
 
     columns = ["trial_id", "seed", "method", "lambda", "pooling", "num_samples", "fsl", "mu",
                "sigma"]
@@ -365,7 +370,7 @@ def write_outputs(name: str, root, out: Path | None, compare: str | None = None)
     the storage is an object store."""
     import tempfile
 
-    from analysis.make_all import write_study_outputs
+    from icam.analysis.make_all import write_study_outputs
 
     csv = str(root / "trials.csv")
     if out is not None or root.local is not None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from icam.config import STAGES
-from icam.study import QUICK_TRAIN, Study, build_parser
+from icam.study import QUICK_TRAIN, Study, build_parser, parse_gpu
 
 SPACE = {"lam": (0.0, 1.0), "mu": (0.0, 4.0), "sigma": (1.0, 9.0),
          "num_samples": [1, 2, 5, 10, 20, 50, 100]}
@@ -71,7 +71,10 @@ def main(argv=None) -> int:
     if args.num_trials < 1:
         parser.exit(2, f"error: --num-trials {args.num_trials} is invalid: an integer >= 1\n")
     stages = STAGES[:STAGES.index(args.stages) + 1]
-    gpu = args.gpus_per_trial  # already checked by the parser (parse_gpu)
+    try:
+        gpu = parse_gpu(args.gpus_per_trial)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
     if args.dry_run:
         print(f"study search: Optuna over {SPACE}, ASHA on the CAM stage's J&F, stages "
               f"{', '.join(stages)}; each trial requests {{'cpu': {args.cpus_per_trial}, "

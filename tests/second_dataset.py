@@ -7,7 +7,7 @@ instead of scenes with clutter. A class is its shape; its colour is random.
     python -m tests.second_dataset --out DIR [--num-train N] [--num-val M] [--seed S]
 
 It shows whether the pre-trained backbone's features and frozen batch-norm statistics fit
-data they were not made from (tests/test_regime.py; the README's table of CAM-stage J/F).
+data they were not made from (tests/test_regime.py; docs/findings.md, its table of CAM-stage J/F).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from PIL import Image
 
-from analysis import (
+from icam.analysis import (
     TrialsError,
     TrialSkipped,
     figures,
@@ -26,9 +26,9 @@ from analysis import (
     tables,
     write_study_outputs,
 )
-from analysis.make_all import main
-from analysis.qualitative import qualitative_figure
-from analysis.stats import cell
+from icam.analysis.make_all import main
+from icam.analysis.qualitative import qualitative_figure
+from icam.analysis.stats import cell
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "study,trial_id,seed,stage,split,J,F,JF,method,lambda,pooling,num_samples,fsl,mu,sigma"
@@ -377,8 +377,8 @@ def test_cli_missing_results(tmp_path, capsys):
 
 
 def test_coverage_counts_foreground_against_the_ground_truth(tmp_path):
-    from analysis.coverage import main as coverage_main
-    from analysis.coverage import study_coverage
+    from icam.analysis.coverage import main as coverage_main
+    from icam.analysis.coverage import study_coverage
 
     data, trial = tmp_path / "VOC2012", tmp_path / "artefacts" / "icam-s3-x"
     for folder in (data / "SegmentationClass", data / "ImageSets" / "Segmentation",
@@ -422,7 +422,7 @@ def test_coverage_counts_foreground_against_the_ground_truth(tmp_path):
 
 
 def test_findings_hold_or_not_as_worked_out_by_hand(tmp_path):
-    from analysis.findings import findings, findings_markdown
+    from icam.analysis.findings import findings, findings_markdown
 
     lines = [
         # baseline, final val: F icam (30 + 34)/2 = 32 vs seam 26 -> +6; J 60 vs 60.5 -> -0.5
@@ -471,7 +471,7 @@ def test_findings_hold_or_not_as_worked_out_by_hand(tmp_path):
 
 
 def test_table4_and_fig4_findings_as_worked_out_by_hand(tmp_path):
-    from analysis.findings import contributions_raise_jf, mu_peaks_at_2_5, sigma_peaks_at_5
+    from icam.analysis.findings import contributions_raise_jf, mu_peaks_at_2_5, sigma_peaks_at_5
 
     def frame_of(lines):
         path = write_csv(tmp_path / f"s{len(list(tmp_path.iterdir()))}" / "trials.csv", lines)

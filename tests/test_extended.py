@@ -19,7 +19,7 @@ from icam.extended import cyclic_cross_entropy, pretended_underfitting_loss
 from icam.models import build_backbone
 from icam.models.efficientnet_lite import lite0_state_dict
 from icam.stages import FinalStage
-from icam.stages.common import trial_key
+from icam.stages.files import trial_key
 from tests.test_stages import _fake_previous_stage, tiny_pipeline
 
 VOID = 255

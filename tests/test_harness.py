@@ -22,7 +22,7 @@ from icam.harness import (
     run_study,
     stage_resources,
 )
-from icam.stages.common import trial_key, write_json
+from icam.stages.files import trial_key, write_json
 
 
 def tiny_pipeline(seed: int = 0, **method):

@@ -98,7 +98,7 @@ def test_frozen_batch_norm_statistics_fit_both_datasets_alike(tmp_path):
 
 
 def test_probe_separates_informative_features_and_not_noise():
-    from analysis.probe import auc, probe_aucs
+    from icam.analysis.probe import auc, probe_aucs
 
     assert auc(torch.tensor([0.9, 0.8, 0.1, 0.8]), torch.tensor([True, True, False, False])) \
         == pytest.approx((1 + 0.5 + 1 + 1) / 4)

@@ -1,6 +1,6 @@
 """Nothing lost: a killed worker, a killed driver, a non-finite loss, bad input through the
-command lines, and determinism. Each test proves one guarantee of the README's "Reliability"
-section, on a tiny synthetic set with the cpu preset cut down to seconds."""
+command lines, and determinism. Each test proves one guarantee of docs/reliability.md
+(the README links it), on a tiny synthetic set with the cpu preset cut down to seconds."""
 
 import json
 import os
@@ -22,7 +22,7 @@ from icam.config import pipeline_config
 from icam.data.synthetic import generate
 from icam.harness import StudyError, StudySpec, run_study, study_paths, write_trials_csv
 from icam.stages import AffinityStage, CamStage, FinalStage
-from icam.stages.common import trial_key, write_json
+from icam.stages.files import trial_key, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

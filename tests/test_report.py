@@ -12,7 +12,7 @@ from test_reliability import run_stages, tiny_pipeline
 from icam.config import pipeline_config
 from icam.harness import study_paths, write_trials_csv
 from icam.report import config_differences, stage_seconds, write_report
-from icam.stages.common import trial_key
+from icam.stages.files import trial_key
 
 
 @pytest.fixture(autouse=True)

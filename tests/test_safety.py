@@ -66,7 +66,7 @@ def test_an_old_style_pickle_is_refused(tmp_path):
     import pytest
     import torch
 
-    from icam.stages.common import load_state
+    from icam.stages.files import load_state
 
     path = tmp_path / "state.pt"
     torch.save({"model": Fraction(1, 3)}, path)

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import paper, tables
-from analysis.trials import parse_trials_csv
+from icam.analysis import paper, tables
+from icam.analysis.trials import parse_trials_csv
 from icam.config import STAGES, pipeline_config
 from icam.harness import collect_trials
-from icam.stages.common import trial_key, write_json
+from icam.stages.files import trial_key, write_json
 from icam.study import build_parser, resolve
 from tests.test_studies import load
 
@@ -133,7 +133,7 @@ def test_the_report_meets_the_r2n_stand_in_with_the_published_r2n_row():
 @pytest.mark.parametrize("label,published", [("Lite0 for R2N", "R2N"), ("Res38", "Res38"),
                                              (None, None)])
 def test_stand_in_labels(label, published):
-    from analysis.methods import published_backbone
+    from icam.analysis.methods import published_backbone
 
     assert published_backbone(label) == published
 

@@ -13,25 +13,16 @@ import pytest
 import torch
 from torch import nn
 
+from icam.atomic import atomic_path
 from icam.config import pipeline_config
 from icam.data.affinity import load_crf_scores
 from icam.data.synthetic import generate
 from icam.data.voc import VOCLayout, load_mask, save_mask
 from icam.inference import load_cam, save_cam
 from icam.stages import AffinityStage, CamStage, FinalStage
-from icam.stages.common import (
-    StageTrainer,
-    atomic_path,
-    build_optimizer,
-    capture_rng,
-    derive_seed,
-    load_state,
-    restore_rng,
-    save_state,
-    set_poly_lr,
-    trial_key,
-    write_json,
-)
+from icam.stages.files import load_state, save_state, trial_key, write_json
+from icam.stages.seeding import capture_rng, derive_seed, restore_rng
+from icam.stages.trainer import StageTrainer, build_optimizer, set_poly_lr
 
 # --- optimiser and schedule ----------------------------------------------------------------
 

@@ -112,7 +112,7 @@ def test_the_storage_bench_runs_and_projects_a_trial(capsys):
 
 
 def test_the_analysis_reads_the_quantised_cam_files(tmp_path):
-    from analysis.qualitative import foreground_heat
+    from icam.analysis.qualitative import foreground_heat
 
     cam = np.zeros((20, 2, 3), np.float32)
     cam[4] = [[0.0, 0.5, 1.0], [0.2, 0.3, 0.4]]

@@ -2,13 +2,15 @@
 
 import re
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from icam.data.synthetic import generate
-from icam.study import parse_grid, parse_seeds, parse_settings
+from icam.study import parse_gpu, parse_grid, parse_seeds, parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,19 +77,40 @@ def test_grid_override_from_the_command_line(capsys):
     (["--seeds", "0"], "--seeds"),
     (["--set", "cam.crop=0"], "crop=0"),
     (["--set", "cam.cropp=3"], "cam.cropp"),
-    (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial '-1'"),
+    (["--gpus-per-trial", "3.7"], "--gpus-per-trial '3.7'"),
 ])
 def test_invalid_values_fail_before_ray_starts(argv, words, capsys, tmp_path):
     import ray
 
     module = load("ablate_mu")
-    try:  # argparse rejects a bad --gpus-per-trial itself, the study's checks return 2
-        code = module["run"](module["STUDY"], [*argv, "--storage", str(tmp_path)])
-    except SystemExit as exit_info:
-        code = exit_info.code
-    assert code == 2
+    assert module["run"](module["STUDY"], [*argv, "--storage", str(tmp_path)]) == 2
     assert words in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("text,value", [("auto", "auto"), ("0", 0.0), ("0.25", 0.25),
+                                        ("1", 1.0), ("2", 2.0), ("8.0", 8.0)])
+def test_gpus_per_trial_takes_auto_zero_a_fraction_or_whole_gpus(text, value):
+    assert parse_gpu(text) == value
+
+
+@pytest.mark.parametrize("text", ["3.7", "1.5", "-1", "-0.5", "abc", "", "nan", "inf", "Auto"])
+def test_gpus_per_trial_refuses_anything_else_naming_the_value(text):
+    with pytest.raises(ValueError, match=re.escape(f"--gpus-per-trial {text!r} is invalid: "
+                                                   "allowed 'auto', 0, a fraction in (0, 1] or "
+                                                   "a whole number")):
+        parse_gpu(text)
+
+
+def test_a_bad_gpus_per_trial_is_one_line_before_the_trial_table(tmp_path):
+    result = subprocess.run([sys.executable, "studies/ablate_mu.py", "--gpus-per-trial", "3.7",
+                             "--dry-run", "--storage", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --gpus-per-trial '3.7' is invalid: "
+                                                   "allowed 'auto', 0, a fraction in (0, 1]")
 
 
 def test_parsers():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-make_all = importlib.import_module("analysis.make_all")
+make_all = importlib.import_module("icam.analysis.make_all")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = {  # committed trials -> the tables made from them

@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace, bf16: bool) -> dict:
     from icam.stages import TRAINERS
-    from icam.stages.common import measure_training
+    from icam.stages.trainer import measure_training
 
     preset = "paper" if args.backbone in ("resnet38", "res2net101") else "cpu"
     pipeline = pipeline_config(preset, args.method)

@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from icam import VOID
-from icam.data.voc import VOC_PALETTE, cache_home, load_image, load_mask
+from icam.cache import cache_home
+from icam.data.voc import VOC_PALETTE, load_image, load_mask
 
 GENERATOR_VERSION = 3
 DEFAULT_SIZE = (144, 192)  # (height, width) of landscape images; a quarter are portrait

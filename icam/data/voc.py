@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from icam import VOC_CLASSES, VOID
 from icam.atomic import atomic_write
+from icam.cache import cache_home
 from icam.data import transforms as T
 from icam.storage import Storage
 
@@ -41,11 +42,6 @@ def _voc_palette() -> list[int]:
 
 
 VOC_PALETTE = _voc_palette()
-
-
-def cache_home() -> Path:
-    """Folder for icam's caches: `$ICAM_CACHE`, else `~/.cache/icam`."""
-    return Path(os.environ.get("ICAM_CACHE", "~/.cache/icam")).expanduser()
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

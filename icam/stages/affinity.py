@@ -27,7 +27,10 @@ from icam.inference import CONVENTIONS, crf_scores, load_cam
 from icam.models.affinity import AffinityNet, affinities, affinity_labels, affinity_loss
 from icam.parallel import map_items
 from icam.randomwalk import random_walk_labels
-from icam.stages.common import StageTrainable, StageTrainer, read_done, score, split_metrics
+from icam.stages.files import read_done
+from icam.stages.scoring import score, split_metrics
+from icam.stages.trainable import StageTrainable
+from icam.stages.trainer import StageTrainer
 from icam.storage import Storage
 
 RADIUS = 5

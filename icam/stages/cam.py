@@ -23,7 +23,9 @@ from icam.data.voc import ClassificationDataset, InferenceDataset, VOCLayout, ke
 from icam.inference import CONVENTIONS, cam_argmax_labels, infer_cam, load_cam, save_cam
 from icam.losses import FslParameters, cam_losses, siamese_view
 from icam.models.cam import CamNet
-from icam.stages.common import StageTrainable, StageTrainer, score, split_metrics
+from icam.stages.scoring import score, split_metrics
+from icam.stages.trainable import StageTrainable
+from icam.stages.trainer import StageTrainer
 from icam.storage import Storage
 
 

@@ -45,14 +45,11 @@ from icam.extended import (
 from icam.losses import denormalized_features, feature_similarity_loss
 from icam.models.deeplab import DeepLabV1
 from icam.parallel import map_items
-from icam.stages.common import (
-    StageTrainable,
-    StageTrainer,
-    derive_seed,
-    read_done,
-    score,
-    split_metrics,
-)
+from icam.stages.files import read_done
+from icam.stages.scoring import score, split_metrics
+from icam.stages.seeding import derive_seed
+from icam.stages.trainable import StageTrainable
+from icam.stages.trainer import StageTrainer
 from icam.storage import Storage
 
 CRF_PARAMS = {"iterations": 1, "bilateral_sxy": 32}

@@ -12,9 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import AutoLocator
 
-from analysis.methods import method_label
-from analysis.stats import expected_runs, select, summarise
-from analysis.trials import METRICS
+from icam.analysis.methods import method_label
+from icam.analysis.stats import expected_runs, select, summarise
+from icam.analysis.trials import METRICS
 
 METRIC_LABELS = {"J": "J", "F": "F", "JF": "J&F"}
 COLOURS = dict(zip(METRIC_LABELS.values(), sns.color_palette("deep", 3), strict=True))

@@ -1,4 +1,4 @@
-"""The published numbers (analysis/paper_results.csv) in the shape the tables and figures take."""
+"""The published numbers (`paper_results.csv` beside this file) as tables and figures take them."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 
 import pandas as pd
 
-from analysis.methods import canonical_method
-from analysis.tables import SPECS, Table, layout
-from analysis.trials import METRICS
+from icam.analysis.methods import canonical_method
+from icam.analysis.tables import SPECS, Table, layout
+from icam.analysis.trials import METRICS
 
 PAPER_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_results.csv")
 

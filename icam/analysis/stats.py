@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.methods import is_missing
-from analysis.trials import METRICS, SPLITS, STAGES
+from icam.analysis.methods import is_missing
+from icam.analysis.trials import METRICS, SPLITS, STAGES
 
 DASH = "–"
 

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.methods import (
+from icam.analysis.methods import (
     STAGE_LABELS,
     is_missing,
     method_label,
     method_rank,
     published_backbone,
 )
-from analysis.output import write_text
-from analysis.stats import (
+from icam.analysis.output import write_text
+from icam.analysis.stats import (
     DASH,
     View,
     cell,
@@ -26,7 +26,7 @@ from analysis.stats import (
     summarise,
     value_label,
 )
-from analysis.trials import METRICS, SETTINGS, SPLITS, STAGES
+from icam.analysis.trials import METRICS, SETTINGS, SPLITS, STAGES
 
 METRIC_LABELS = {"J": "J", "F": "F", "JF": "J&F"}
 

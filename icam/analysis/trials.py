@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow.fs as pafs
 
-from analysis.methods import backbone_label, canonical_method
+from icam.analysis.methods import backbone_label, canonical_method
 
 STAGES = ("cam", "affinity", "final")
 SPLITS = ("train", "val")

@@ -15,8 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from analysis.trials import open_location, read_bytes
 from icam import codec
+from icam.analysis.trials import open_location, read_bytes
 
 COLUMNS = ("image", "CAM (foreground)", "pseudo-label", "AffinityNet label", "final prediction",
            "ground truth")

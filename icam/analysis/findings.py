@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.stats import select
+from icam.analysis.stats import select
 
 F_MARGIN = 5.0  # finding 1: ICAM's F at least this much above SEAM's
 J_TOLERANCE = 1.0  # finding 1: ICAM's J at most this much below SEAM's
