@@ -4,7 +4,9 @@
 preset, and the paper's numbers beside ours where the study reproduces a table of the paper
 (Tables 3-5 also for a pipeline run of a method they list). `qualitative.png`: four validation
 images through the stages (image, foreground CAM, CAM pseudo-label, AffinityNet label, final
-prediction, ground truth) for the trial with the best J&F.
+prediction, ground truth) for the trial with the best J&F. `losses.png`: each stage's training
+loss curve per trial (the stages' `losses.csv`), so a reader sees at a glance whether training
+converged; report.md lists each curve's last steps.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from icam.stages.files import read_json
 
 REPORT = "report.md"
 FIGURE = "qualitative.png"
+LOSS_FIGURE = "losses.png"
+LAST_STEPS = 3
+"""Steps of each loss curve listed in report.md."""
 IMAGES = 4
 """Validation images in the qualitative figure."""
 
@@ -233,6 +238,14 @@ def write_report(study: str, study_dir: str | os.PathLike, data_root: str | os.P
     else:
         lines.append(f"None: every trial runs its method's preset under the {presets[0]} "
                      "training preset.")
+    curves = loss_curves(study_dir, trials)
+    if curves:
+        save_png(loss_figure(curves), study_dir / LOSS_FIGURE)
+        lines += ["", "## Training loss", "",
+                  "The mean loss of every Tune step (an epoch; the final stage's "
+                  "`steps_per_report` iterations): a curve that still falls steeply at its "
+                  "end has not converged.", "", *loss_lines(curves), "",
+                  f"![training loss]({LOSS_FIGURE})"]
     lines += ["", "## Qualitative", ""]
     if figure_path is not None:
         lines += [f"Trial `{best}`, validation images {', '.join(ids)}: image, foreground CAM, "
@@ -244,6 +257,54 @@ def write_report(study: str, study_dir: str | os.PathLike, data_root: str | os.P
     markdown = "\n".join(lines) + "\n"
     write_text(str(study_dir / REPORT), markdown)
     return Report(markdown, table, figure_path, messages)
+
+
+def loss_curves(study_dir: Path, trials: list[str]) -> dict[tuple[str, str], pd.DataFrame]:
+    """(trial, stage) -> its `losses.csv` (round, iteration, epoch, loss), where stored."""
+    from icam.stages.trainable import LOSSES_FILE
+
+    curves = {}
+    for trial in trials:
+        for stage in STAGES:
+            path = study_dir / "artefacts" / trial / stage / LOSSES_FILE
+            if path.is_file():
+                curves[trial, stage] = pd.read_csv(path)
+    return curves
+
+
+def loss_lines(curves: dict[tuple[str, str], pd.DataFrame]) -> list[str]:
+    """report.md's table of each curve's last `LAST_STEPS` losses."""
+    lines = [_row(["trial", "stage", "steps", f"loss at the last {LAST_STEPS} steps (epoch)"]),
+             "|---|---|---:|---|"]
+    for (trial, stage), curve in curves.items():
+        last = curve.tail(LAST_STEPS)
+        cells = ", ".join(f"{loss:.3f} ({epoch:g})" for loss, epoch in zip(last.loss, last.epoch))
+        lines.append(_row([trial, stage, str(len(curve)), cells]))
+    return lines
+
+
+def loss_figure(curves: dict[tuple[str, str], pd.DataFrame]):
+    """One panel per stage: the loss of every trial against its epoch (rounds side by side)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in STAGES if any(stage == s for _, stage in curves)]
+    figure, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        for (trial, s), curve in curves.items():
+            if s != stage:
+                continue
+            for number, part in curve.groupby("round"):
+                label = trial if number == 1 else f"{trial} round {number}"
+                ax.plot(part.epoch, part.loss, marker=".", label=label)
+        ax.set(title=f"{stage} training loss", xlabel="epoch", ylabel="loss")
+        ax.grid(alpha=0.3)
+    if len(curves) <= 6:
+        axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
 
 
 def save_png(figure, path: Path) -> None:

@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from test_reliability import run_stages, tiny_pipeline
@@ -47,14 +48,14 @@ def tiny_run(tmp_path_factory):
     config = tiny_pipeline(cam_epochs=1)
     paths = study_paths(tmp / "results", "tiny")
     threads = torch.get_num_threads()  # the trials set one torch thread
-    run_stages(config, root, paths.artefacts / trial_key(config))
+    results = run_stages(config, root, paths.artefacts / trial_key(config))
     torch.set_num_threads(threads)
     write_trials_csv("tiny", paths)
-    return root, paths, config
+    return root, paths, config, results
 
 
 def test_report_of_a_tiny_run(tiny_run):
-    root, paths, config = tiny_run
+    root, paths, config, _ = tiny_run
     report = write_report("tiny", paths.local, root)
     png = paths.local / "qualitative.png"
     assert report.figure == png and (paths.local / "report.md").read_text() == report.markdown
@@ -89,6 +90,24 @@ def test_report_of_a_tiny_run(tiny_run):
     cams = next(line for line in table3.splitlines() if line.startswith("| CAMs"))
     assert "| 57.2 |" in cams and "| 40.8 |" in cams
     assert "![qualitative](qualitative.png)" in md
+
+
+def test_each_stage_stores_its_loss_curve_and_the_report_draws_them(tiny_run):
+    root, paths, config, results = tiny_run
+    trial = paths.local / "artefacts" / trial_key(config)
+    curves = {s: pd.read_csv(trial / s / "losses.csv") for s in ("cam", "affinity", "final")}
+    # one row per training step: 1 CAM epoch, 1 AffinityNet epoch, 4 final iterations in
+    # reports of 2; the same losses Tune received, in order
+    assert [len(c) for c in curves.values()] == [1, 1, 2]
+    assert curves["final"].iteration.tolist() == [2, 4] and set(curves["final"]["round"]) == {1}
+    reported = [r["loss"] for r in results if "loss" in r]
+    stored = pd.concat(curves.values()).loss.tolist()
+    assert stored == pytest.approx(reported, rel=1e-5)
+    report = write_report("tiny", paths.local, root)
+    assert "## Training loss" in report.markdown and "![training loss](losses.png)" in report.markdown
+    for stage in ("cam", "affinity", "final"):
+        assert f"| {stage} |" in report.markdown.split("## Training loss")[1]
+    assert Image.open(paths.local / "losses.png").size[0] > 600  # three panels side by side
 
 
 def test_stage_seconds_sum_each_worker_from_setup_to_last_report(tmp_path):

@@ -23,9 +23,9 @@ _ALIASES = {
     "icam-icassp": "icam-early",
 }
 BACKBONES = {"resnet38": "Res38", "res38": "Res38", "res2net101": "R2N", "r2n": "R2N",
-             "deit-s": "DeiT-S", "tiny": "tiny", "tiny-r2n": "tiny for R2N"}
-STAND_INS = {"tiny for R2N": "R2N"}
-"""Backbone labels of networks standing in for a published one (the cpu preset's tiny network
+             "deit-s": "DeiT-S", "lite0": "Lite0", "lite0-r2n": "Lite0 for R2N", "tiny": "tiny"}
+STAND_INS = {"Lite0 for R2N": "R2N"}
+"""Backbone labels of networks standing in for a published one (the cpu preset's Lite0
 in the R2N row of Table 5): their rows meet that backbone's published row."""
 STAGE_LABELS = {"cam": "CAMs", "affinity": "AffinityNet", "final": "Final"}
 

@@ -1,11 +1,12 @@
 """Linear probe: how well a frozen backbone's features separate a dataset's image labels.
 
-A stand-in for ImageNet must keep what the target data's classes are told by. The probe
+A backbone must keep what the target data's classes are told by. The probe
 trains a logistic layer on the average- and max-pooled features of the train split's images
 (multi-label, from the masks) and prints the val AUC of each class, for the given weights and
 for freshly initialised features as a yardstick.
 
-    python analysis/probe.py --data-root DIR [--weights tiny-generic] [--output-stride 4]
+    python analysis/probe.py --data-root DIR [--backbone lite0] [--weights lite0-imagenet]
+        [--output-stride 8]
 """
 
 from __future__ import annotations
@@ -64,18 +65,19 @@ def probe_aucs(train: tuple, val: tuple, steps: int = 300, seed: int = 0) -> dic
 
 def main(argv=None) -> int:
     from icam.data.voc import VOCLayout
-    from icam.models.tiny import TinyBackbone
+    from icam.models import BACKBONES, build_backbone
     from icam.models.weights import load_pretrained
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--weights", default="tiny-generic")
-    parser.add_argument("--output-stride", type=int, default=4)
+    parser.add_argument("--backbone", default="lite0", choices=BACKBONES)
+    parser.add_argument("--weights", default="lite0-imagenet")
+    parser.add_argument("--output-stride", type=int, default=8)
     args = parser.parse_args(argv)
     layout = VOCLayout(args.data_root)
     torch.manual_seed(0)
     for name in ("random initialisation", args.weights):
-        backbone = TinyBackbone(output_stride=args.output_stride).eval()
+        backbone = build_backbone(args.backbone, args.output_stride).eval()
         if name == args.weights:
             load_pretrained(backbone, args.weights, strict=False)
         aucs = probe_aucs(pooled_features(backbone, layout, "train"),

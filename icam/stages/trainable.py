@@ -2,7 +2,8 @@
 
 `StageTrainable` drives a `StageTrainer` through one Tune step per epoch (or per
 `steps_per_report` iterations), checkpoints the trainer's whole state after every step, and
-writes the stage's products and its DONE marker once training is over. A stage that finds its
+writes the stage's training loss curve (`losses.csv`: the mean loss of every step), its
+products and its DONE marker once training is over. A stage that finds its
 marker reports the stored metrics and trains nothing; one restored from a checkpoint continues
 with the batch it would have drawn next.
 """
@@ -32,8 +33,19 @@ from icam.stages.trainer import StageTrainer, cap_gpu_memory
 from icam.storage import Storage
 
 
+LOSSES_FILE = "losses.csv"
+"""A stage's training loss curve, beside its products: one row per Tune step."""
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def loss_curve_csv(curve: list[dict]) -> str:
+    """`round,iteration,epoch,loss` rows of a loss curve."""
+    rows = ["round,iteration,epoch,loss"]
+    rows += [f"{r['round']},{r['iteration']},{r['epoch']:g},{r['loss']:.6g}" for r in curve]
+    return "\n".join(rows) + "\n"
 
 
 class StageTrainable(tune.Trainable):
@@ -152,6 +164,7 @@ class StageTrainable(tune.Trainable):
         if trainer.iteration >= trainer.max_iterations:
             if self._training is not None:
                 self._training.close()
+            self.stage_dir.write_bytes(loss_curve_csv(trainer.loss_curve).encode(), LOSSES_FILE)
             metrics = self.products()
             self.stage_dir.write_json(DONE_FILE, metrics)
             self.finished = metrics
@@ -170,6 +183,10 @@ class StageTrainable(tune.Trainable):
             self._training.update()
         seconds = time.perf_counter() - start
         result = {("loss" if k == "total" else f"loss_{k}"): _mean(v) for k, v in sums.items()}
+        trainer.loss_curve.append({
+            "round": getattr(trainer, "round", 1), "iteration": trainer.iteration,
+            "epoch": round(trainer.iteration / self.iterations_per_epoch, 3),
+            "loss": result["loss"]})
         result.update(images_per_s=images / seconds, epoch=self.epoch,
                       iteration=trainer.iteration, max_iterations=trainer.max_iterations,
                       lr=trainer.optimizer.param_groups[0]["lr"], done=False)

@@ -93,6 +93,7 @@ class StageTrainer:
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(pipeline.seed, self.stage, "sampler"))
         self.iteration = 0
+        self.loss_curve: list[dict] = []  # per Tune step: round, iteration, epoch, mean loss
 
     def fresh_model(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         """A new model (pre-trained weights where configured) on the device, and its optimiser."""
@@ -164,13 +165,15 @@ class StageTrainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "iteration": self.iteration, "rng": capture_rng(self.generator)}
+                "iteration": self.iteration, "rng": capture_rng(self.generator),
+                "loss_curve": self.loss_curve}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
         restore_rng(state["rng"], self.generator)
+        self.loss_curve = list(state["loss_curve"])
 
 
 def measure_training(trainer: StageTrainer, steps: int, batch_size: int) -> dict:
