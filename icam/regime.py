@@ -23,7 +23,19 @@ VOC_STATISTICS = {"image": (375, 500), "foreground_share": 0.30, "objects_per_im
 3,507 objects in 1,464 segmentation training images."""
 
 FACTOR = 2.0
-"""A scale model keeps every quantity within this factor of VOC's."""
+"""A scale model keeps every quantity within this factor of VOC's, or declares it outside."""
+
+DECLARED_OUTSIDE = {
+    "cam_side": "ImageNet's Lite0 at output stride 8 on 128-pixel crops; stride 4 would cost "
+                "about 3x the CPU time",
+    "sigma_in_object_widths": "follows from the CAM side: σ = 5 CAM pixels spans 0.77 object "
+                              "widths, so the FSL's window covers much of an object and acts "
+                              "on regions more than on contours",
+    "f_tolerance_in_cam_pixels": "follows from the CAM side: F's 2-pixel tolerance is a quarter "
+                                 "of a CAM pixel, so F also measures the upsampling of CAMs "
+                                 "and labels, not only where the contours are",
+}
+"""The cpu preset's quantities outside `FACTOR` of VOC's, and why (README, "The regime")."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +104,13 @@ def main() -> int:
     for name, ratio in ratios.items():
         print(f"{name:<28}{getattr(voc, name):>8.3g}{getattr(synthetic, name):>11.3g}"
               f"{ratio:>8.2f}")
-    inside = all(1 / FACTOR <= r <= FACTOR for r in ratios.values())
-    print(f"every quantity within a factor {FACTOR:g} of VOC's: {'yes' if inside else 'NO'}")
-    return 0 if inside else 1
+    outside = {name for name, r in ratios.items() if not 1 / FACTOR <= r <= FACTOR}
+    for name in sorted(outside & DECLARED_OUTSIDE.keys()):
+        print(f"outside a factor {FACTOR:g}, declared: {name}: {DECLARED_OUTSIDE[name]}")
+    undeclared = outside - DECLARED_OUTSIDE.keys()
+    print(f"every other quantity within a factor {FACTOR:g} of VOC's: "
+          f"{'yes' if not undeclared else 'NO: ' + ', '.join(sorted(undeclared))}")
+    return 1 if undeclared else 0
 
 
 if __name__ == "__main__":

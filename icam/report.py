@@ -278,7 +278,8 @@ def loss_lines(curves: dict[tuple[str, str], pd.DataFrame]) -> list[str]:
              "|---|---|---:|---|"]
     for (trial, stage), curve in curves.items():
         last = curve.tail(LAST_STEPS)
-        cells = ", ".join(f"{loss:.3f} ({epoch:g})" for loss, epoch in zip(last.loss, last.epoch))
+        cells = ", ".join(f"{loss:.3f} ({epoch:g})"
+                          for loss, epoch in zip(last.loss, last.epoch, strict=True))
         lines.append(_row([trial, stage, str(len(curve)), cells]))
     return lines
 
@@ -292,7 +293,7 @@ def loss_figure(curves: dict[tuple[str, str], pd.DataFrame]):
 
     stages = [s for s in STAGES if any(stage == s for _, stage in curves)]
     figure, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
+    for ax, stage in zip(axes[0], stages, strict=True):
         for (trial, s), curve in curves.items():
             if s != stage:
                 continue

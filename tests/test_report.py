@@ -104,9 +104,10 @@ def test_each_stage_stores_its_loss_curve_and_the_report_draws_them(tiny_run):
     stored = pd.concat(curves.values()).loss.tolist()
     assert stored == pytest.approx(reported, rel=1e-5)
     report = write_report("tiny", paths.local, root)
-    assert "## Training loss" in report.markdown and "![training loss](losses.png)" in report.markdown
+    md = report.markdown
+    assert "## Training loss" in md and "![training loss](losses.png)" in md
     for stage in ("cam", "affinity", "final"):
-        assert f"| {stage} |" in report.markdown.split("## Training loss")[1]
+        assert f"| {stage} |" in md.split("## Training loss")[1]
     assert Image.open(paths.local / "losses.png").size[0] > 600  # three panels side by side
 
 

@@ -1,5 +1,5 @@
-"""Networks: the ResNet-38, Res2Net-101, EfficientNet-Lite0 and tiny backbones, and (in submodules) the CAM,
-AffinityNet and DeepLab-v1 heads."""
+"""Networks: the ResNet-38, Res2Net-101, EfficientNet-Lite0 and tiny backbones, and (in
+submodules) the CAM, AffinityNet and DeepLab-v1 heads."""
 
 from torch import nn
 
@@ -35,4 +35,5 @@ def build_backbone(name: str, output_stride: int = 8, frozen_bn: bool = True) ->
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
-__all__ = ["BACKBONES", "EfficientNetLite", "LITE0_CUT", "Res2Net", "ResNet38", "TinyBackbone", "build_backbone"]
+__all__ = ["BACKBONES", "LITE0_CUT", "EfficientNetLite", "Res2Net", "ResNet38", "TinyBackbone",
+           "build_backbone"]

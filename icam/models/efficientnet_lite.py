@@ -143,7 +143,7 @@ class EfficientNetLite(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.stride = stride
         self.channels = dict(zip(("conv4", "conv5", "conv6"),
-                                 (LITE0_BLOCKS[i][3] for i in self.features)))
+                                 (LITE0_BLOCKS[i][3] for i in self.features), strict=True))
         self.frozen = frozen
         self.head = self.classifier = None
         if depth == len(LITE0_BLOCKS):
@@ -163,7 +163,7 @@ class EfficientNetLite(nn.Module):
 
     def forward_as_dict(self, x: Tensor) -> dict[str, Tensor]:
         x, out = self.stem(from_imagenet_normalised(x)), {}
-        names = dict(zip(self.features, ("conv4", "conv5", "conv6")))
+        names = dict(zip(self.features, ("conv4", "conv5", "conv6"), strict=True))
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in names:

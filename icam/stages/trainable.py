@@ -32,7 +32,6 @@ from icam.stages.seeding import derive_seed, seed_everything
 from icam.stages.trainer import StageTrainer, cap_gpu_memory
 from icam.storage import Storage
 
-
 LOSSES_FILE = "losses.csv"
 """A stage's training loss curve, beside its products: one row per Tune step."""
 
