@@ -12,7 +12,7 @@ BACKBONES = ("resnet38", "res2net101", "lite0", "lite0-r2n", "tiny")
 
 LITE0_CUT = dict(depth=11, features=(4, 7, 10), frozen=3)
 """The cpu preset's Lite0: blocks 0-10 (to 112 channels), conv4 / conv5 / conv6 after blocks 4, 7
-and 10, the stem and blocks 0-2 frozen (README, "The cpu preset's backbone")."""
+and 10, the stem and blocks 0-2 frozen (docs/benchmark.md, "The cpu preset's backbone")."""
 
 
 def build_backbone(name: str, output_stride: int = 8, frozen_bn: bool = True) -> nn.Module:
