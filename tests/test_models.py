@@ -535,6 +535,19 @@ def test_deeplab_head():
     )
 
 
+def test_deeplab_head_width_is_c6_over_8_and_at_least_128():
+    """ResNet-38's 4096 channels give the authors' 512; Lite0's 112 would give 14, which
+    dropout leaves too narrow to learn the foreground: 128 then."""
+    class Channels(torch.nn.Module):
+        def __init__(self, c6):
+            super().__init__()
+            self.channels = {"conv4": 8, "conv5": 8, "conv6": c6}
+
+    assert DeepLabV1(Channels(4096)).conv_fov.out_channels == 512
+    assert DeepLabV1(Channels(112)).conv_fov.out_channels == 128
+    assert DeepLabV1(Channels(112), width=32).cls_conv.in_channels == 32
+
+
 def test_resnet38_running_statistics_move_with_the_authors_momentum():
     """resnet38d.py builds every batch norm with momentum 3e-4 (torch's default is 0.1): in
     the final stage's training (batch statistics), a running mean moves 3e-4 of the way."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from icam.config import PipelineConfig, TrainConfig
 from icam.models import build_backbone
+from icam.models.resnet38 import set_bn_momentum
 from icam.models.weights import load_pretrained
 from icam.stages.files import trial_key
 from icam.stages.seeding import capture_rng, derive_seed, restore_rng
@@ -98,6 +99,7 @@ class StageTrainer:
     def fresh_model(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         """A new model (pre-trained weights where configured) on the device, and its optimiser."""
         model = self.build_model().to(self.device)
+        set_bn_momentum(model, self.cfg.bn_momentum)  # acts where batch norm trains
         if self.cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.register_forward_hook(self._check_outputs)
