@@ -35,7 +35,7 @@ DECLARED_OUTSIDE = {
                                  "of a CAM pixel, so F also measures the upsampling of CAMs "
                                  "and labels, not only where the contours are",
 }
-"""The cpu preset's quantities outside `FACTOR` of VOC's, and why (docs/benchmark.md, the regime)."""
+"""The cpu preset's quantities outside `FACTOR` of VOC's, and why (docs/benchmark.md)."""
 
 
 @dataclass(frozen=True)

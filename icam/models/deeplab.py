@@ -6,7 +6,6 @@ from torch import Tensor, nn
 from icam.models.cam import parameter_groups, resolve_backbone
 from icam.models.resnet38 import freeze
 
-
 MIN_WIDTH = 128
 """A narrow backbone's head keeps this many channels: with C6/8 (14 for Lite0's 112) the
 dropout of half the channels leaves the classifier too little to predict anything but the
