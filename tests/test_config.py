@@ -79,7 +79,9 @@ def test_both_presets_train_as_the_authors_code_ran(preset, stage):
             assert getattr(cfg, field) != as_run
         else:
             assert getattr(cfg, field) == as_run, field
-    assert train_config("paper", stage).bn_momentum == 3e-4  # resnet38d.py's bn_mom
+    paper = train_config("paper", stage)
+    assert paper.bn_momentum == 3e-4  # resnet38d.py's bn_mom
+    assert (paper.rw_alpha, paper.rw_logt) == (6, 6)  # infer_aff.py's walk
     # Table 1's written momentum stays reachable as an ordinary setting
     assert train_config(preset, stage, momentum=0.9).momentum == 0.9
 

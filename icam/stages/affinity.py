@@ -8,8 +8,9 @@ pools by the output stride and combines as the authors do. Crops without the ran
 as the authors (`TrainConfig.resize_long` is not used here).
 
 Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
-final stage's training labels) and val (beta 8, logt 6, background alpha 6, no CRF), and
-their J/F on train and val. Pairs, features and the walk are at the backbone's output stride.
+final stage's training labels) and val (beta 8, no CRF), and their J/F on train and val.
+Pairs, features and the walk are at the backbone's output stride; the walk's background
+exponent and length are `TrainConfig.rw_alpha` and `rw_logt` (the authors' 6 and 6).
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ class AffinityStage(StageTrainable):
             for k, image_id in enumerate(ids):
                 image = load_image(layout.image_path(image_id))
                 cam, _ = load_cam(cams / f"{image_id}.npz")
-                labels = random_walk_labels(model, image, cam, stride=self.cfg.output_stride,
+                labels = random_walk_labels(model, image, cam, logt=self.cfg.rw_logt,
+                                            alpha=self.cfg.rw_alpha,
+                                            stride=self.cfg.output_stride,
                                             device=self.trainer.device)
                 block.append((image_id, splits.get(image_id, ()), labels))
                 if len(block) == 64 or k == len(ids) - 1:
