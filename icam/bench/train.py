@@ -23,13 +23,15 @@ from icam.config import BACKBONES, METHOD_PRESETS, STAGES, pipeline_config
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m icam.bench train", description=__doc__)
     p.add_argument("--stage", default="cam", choices=STAGES)
-    p.add_argument("--backbone", default="tiny", choices=BACKBONES)
+    p.add_argument("--backbone", default="lite0", choices=BACKBONES)
     p.add_argument("--method", default="icam", choices=list(METHOD_PRESETS))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=448)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--output-stride", type=int, choices=(4, 8),
+                   help="the backbone's output stride (default: the preset's)")
     p.add_argument("--compare", action="store_true", help="fp32 and bf16 in one run")
     p.add_argument("--json", action="store_true", help="print one JSON object per row")
     args = p.parse_args(argv)
@@ -47,6 +49,8 @@ def measure(args: argparse.Namespace, bf16: bool) -> dict:
     pipeline = pipeline_config(preset, args.method)
     cfg = replace(getattr(pipeline, args.stage), backbone=args.backbone, crop=args.crop,
                   batch_size=args.batch, bf16=bf16, channels_last=args.channels_last)
+    if args.output_stride:
+        cfg = replace(cfg, output_stride=args.output_stride)
     pipeline = replace(pipeline, **{args.stage: cfg})
     trainer = TRAINERS[args.stage](pipeline, max_iterations=args.steps + 1)
     result = measure_training(trainer, args.steps, args.batch)
