@@ -122,7 +122,7 @@ def paper_tables(frame: pd.DataFrame, study: str) -> list[str]:
     from icam.analysis.make_all import PRODUCTS, study_key
     from icam.analysis.trials import normalise
 
-    frame = normalise(frame)  # the analysis's names: methods, backbones ("tiny for R2N")
+    frame = normalise(frame)  # the analysis's names: methods, backbones ("Lite0 for R2N")
     published = paper.load()
     names = [n for n, p in PRODUCTS.items() if p.study == study_key(study) and n in tables.SPECS]
     if not names and not any(p.study == study_key(study) for p in PRODUCTS.values()):

@@ -69,7 +69,7 @@ CYCLIC_DIR = "cp"
 
 class FinalTrainer(StageTrainer):
     stage = "final"
-    round = 1  # extended training: 1 (PUF, AffinityNet's labels) or 2 (cyclic pseudo-masks)
+    # round (StageTrainer's): 1 (PUF, AffinityNet's labels) or 2 (cyclic pseudo-masks)
 
     def build_model(self) -> nn.Module:
         model = DeepLabV1(self.backbone(), num_classes=NUM_CLASSES)

@@ -183,7 +183,7 @@ class StageTrainable(tune.Trainable):
         seconds = time.perf_counter() - start
         result = {("loss" if k == "total" else f"loss_{k}"): _mean(v) for k, v in sums.items()}
         trainer.loss_curve.append({
-            "round": getattr(trainer, "round", 1), "iteration": trainer.iteration,
+            "round": trainer.round, "iteration": trainer.iteration,
             "epoch": round(trainer.iteration / self.iterations_per_epoch, 3),
             "loss": result["loss"]})
         result.update(images_per_s=images / seconds, epoch=self.epoch,

@@ -83,6 +83,7 @@ class StageTrainer:
     `losses(batch) -> {"total", ...}` and `random_batch(n)`."""
 
     stage = ""
+    round = 1  # training rounds: 1, but 2 in the final stage's extended training
 
     def __init__(self, pipeline: PipelineConfig, max_iterations: int,
                  device: torch.device | None = None):
