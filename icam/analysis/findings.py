@@ -1,13 +1,18 @@
-"""Whether the paper's main findings hold on a set of stored trials.
+"""Whether the paper's main findings hold on stored trials: paired comparisons over seeds.
 
-1. ICAM's final F beats SEAM's by at least 5 points, its J not lower by more than 1 (Table 3,
+1. ICAM's final F exceeds SEAM's by at least 5 points, its J not lower by more than 1 (Table 3,
    val); 2. with GMP, importance sampling alone (λ = 1) beats GMP alone (λ = 0) on J; 3. with
    GAP, the FSL raises F at every λ (both Fig. 3, train); 4. the spread of J over seeds shrinks
    from the fewest to the most sampled pixels (Table 2, train); 5. each contribution alone
-   raises J&F above SEAM's and both together the most (Table 4, val); 6. μ = 2.5 gives the
-   highest J and F of the μ values run (Fig. 4a, train); 7. σ = 5 gives the highest J&F of the
-   σ values run (Fig. 4b, train). Each uses the stage the paper shows (final) or, when a study
-   stopped earlier, its latest stored stage, and says so.
+   raises J&F above SEAM's, and both together above either alone (Table 4, val); 6. μ = 2.5
+   gives a higher J and F than every other μ run (Fig. 4a, train); 7. σ = 5 gives a higher J&F
+   than every other σ run (Fig. 4b, train).
+
+Each comparison pairs two settings by seed and reads the t interval of the mean difference
+(`icam.analysis.paired`): the verdict is "holds", "contradicted" or "inconclusive"; a finding
+of several comparisons holds only when all of them hold. Each uses the stage the paper shows
+(final) or, when a study stopped earlier, its latest stored stage, and says so. Give the frame
+with `icam.analysis.shared.with_shared` applied, so a sweep pairs against the preset's trials.
 """
 
 from __future__ import annotations
@@ -16,18 +21,39 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from icam.analysis.paired import (
+    NOT_MEASURED,
+    Interval,
+    combine,
+    mean_difference,
+    variance_ratio,
+    verdict,
+)
 from icam.analysis.stats import select
 
 F_MARGIN = 5.0  # finding 1: ICAM's F at least this much above SEAM's
 J_TOLERANCE = 1.0  # finding 1: ICAM's J at most this much below SEAM's
+METRIC_LABELS = {"J": "J", "F": "F", "JF": "J&F"}
 
 
 @dataclass(frozen=True)
 class Finding:
     claim: str
     where: str  # study, stage and split the measurement used
-    measured: str  # means over seeds (and the seed count)
-    holds: bool | None  # None: the trials to measure it are not stored
+    measured: str  # per comparison: the means, the mean difference and its 95 % interval
+    verdict: str  # holds | contradicted | inconclusive | not measured
+
+
+@dataclass(frozen=True)
+class Comparison:
+    label: str
+    a: float  # mean of the first setting over the paired seeds
+    b: float
+    difference: Interval
+    verdict: str
+
+    def text(self) -> str:
+        return f"{self.label}: {self.a:.1f} vs {self.b:.1f}, {self.difference.text()}"
 
 
 def _study(frame: pd.DataFrame, study: str, split: str):
@@ -37,118 +63,124 @@ def _study(frame: pd.DataFrame, study: str, split: str):
 
 
 def _missing(claim: str, study: str, what: str) -> Finding:
-    return Finding(claim, study, f"not stored: {what}", None)
+    return Finding(claim, study, f"not stored: {what}", NOT_MEASURED)
 
 
-def _means(rows: pd.DataFrame, key: str, metric: str) -> pd.Series:
-    return rows.groupby(key)[metric].mean()
+def compare(rows: pd.DataFrame, key: str, a, b, metric: str, threshold: float = 0.0,
+            label: str = "") -> Comparison | None:
+    """`metric` at `key` = a minus at `key` = b, paired by seed (seeds stored for both);
+    the verdict of "a exceeds b by more than `threshold`". None when no seed has both."""
+    by_a = rows[rows[key] == a].groupby("seed")[metric].mean()
+    by_b = rows[rows[key] == b].groupby("seed")[metric].mean()
+    seeds = by_a.index.intersection(by_b.index)
+    if seeds.empty:
+        return None
+    interval = mean_difference(by_a[seeds] - by_b[seeds])
+    return Comparison(label or METRIC_LABELS[metric], float(by_a[seeds].mean()),
+                      float(by_b[seeds].mean()), interval, verdict(interval, threshold))
 
 
-def _stds(rows: pd.DataFrame, key: str, metric: str) -> pd.Series:
-    """' ± sample std' per value of `key` ('' where a value has one seed)."""
-    std = rows.groupby(key)[metric].std(ddof=1)
-    return std.map(lambda s: "" if pd.isna(s) else f" ± {s:.1f}")
-
-
-def _paired(rows: pd.DataFrame, group: str, key: str, better, worse, metric: str,
-            label) -> tuple[list[str], list[bool]]:
-    """Per value of `group`: mean `metric` at `key` = `better` against `key` = `worse`
-    (groups lacking either are left out); the texts and whether `better` wins."""
-    parts, holds = [], []
-    for value, rows_of in rows.groupby(group, sort=True):
-        m = _means(rows_of, key, metric)
-        if {better, worse} <= set(m.index):
-            parts.append(f"{label(value)}: {metric} {m[better]:.1f} vs {m[worse]:.1f} "
-                         f"({m[better] - m[worse]:+.1f})")
-            holds.append(bool(m[better] > m[worse]))
-    return parts, holds
+def _finding(claim: str, where: str, comparisons: list[Comparison]) -> Finding:
+    return Finding(claim, where, "; ".join(c.text() for c in comparisons),
+                   combine([c.verdict for c in comparisons]))
 
 
 def icam_beats_seam_on_contours(frame: pd.DataFrame) -> Finding:
     claim = (f"ICAM's final F exceeds SEAM's by ≥ {F_MARGIN:g}, J not lower by more than "
              f"{J_TOLERANCE:g}")
     rows, where = _study(frame, "baseline", "val")
-    methods = set(rows["method"])
-    if not {"icam", "seam"} <= methods:
-        return _missing(claim, "baseline", "trials of both icam and seam")
-    j, f = _means(rows, "method", "J"), _means(rows, "method", "F")
-    dj, df = j["icam"] - j["seam"], f["icam"] - f["seam"]
-    seeds = rows.groupby("method")["seed"].nunique().min()
-    measured = (f"F {f['icam']:.1f} vs {f['seam']:.1f} ({df:+.1f}); J {j['icam']:.1f} vs "
-                f"{j['seam']:.1f} ({dj:+.1f}); {seeds} seeds")
-    return Finding(claim, where, measured, bool(df >= F_MARGIN and dj >= -J_TOLERANCE))
+    f = compare(rows, "method", "icam", "seam", "F", F_MARGIN, f"F (> +{F_MARGIN:g})")
+    j = compare(rows, "method", "icam", "seam", "J", -J_TOLERANCE, f"J (> -{J_TOLERANCE:g})")
+    if f is None:
+        return _missing(claim, "baseline", "trials of icam and seam with a common seed")
+    return _finding(claim, where, [f, j])
+
+
+def _per_group(rows: pd.DataFrame, group: str, key: str, a, b, metric: str,
+               label) -> list[Comparison]:
+    """One comparison per value of `group` that has both settings."""
+    found = []
+    for value, rows_of in rows.groupby(group, sort=True):
+        item = compare(rows_of, key, a, b, metric, label=f"{label(value)}, {metric}")
+        if item is not None:
+            found.append(item)
+    return found
 
 
 def sampling_beats_max_pooling(frame: pd.DataFrame) -> Finding:
     claim = "with GMP, λ = 1 (importance sampling) beats λ = 0 on J"
     rows, where = _study(frame, "ablate_lambda", "train")
-    rows = rows[rows["pooling"] == "max"]
-    parts, holds = _paired(rows, "fsl", "lambda", 1.0, 0.0, "J",
-                           lambda fsl: f"FSL {'on' if fsl else 'off'}")
-    if not holds:
+    found = _per_group(rows[rows["pooling"] == "max"], "fsl", "lambda", 1.0, 0.0, "J",
+                       lambda fsl: f"FSL {'on' if fsl else 'off'}")
+    if not found:
         return _missing(claim, "ablate_lambda", "GMP trials at λ = 0 and 1")
-    return Finding(claim, where + ", GMP", "; ".join(parts), all(holds))
+    return _finding(claim, where + ", GMP", found)
 
 
 def fsl_raises_contour_f(frame: pd.DataFrame) -> Finding:
+    """Fig. 3's GAP curves; without them, Table 4's SEAM + IS against ICAM (GAP, λ = 0.8)."""
     claim = "with GAP, FSL on beats FSL off on F at every λ"
     rows, where = _study(frame, "ablate_lambda", "train")
-    rows = rows[rows["pooling"] == "avg"]
-    parts, holds = _paired(rows, "lambda", "fsl", True, False, "F", lambda lam: f"λ {lam:g}")
-    if not holds:
+    found = _per_group(rows[rows["pooling"] == "avg"], "lambda", "fsl", True, False, "F",
+                       lambda lam: f"λ {lam:g}")
+    if found:
+        return _finding(claim, where + ", GAP", found)
+    rows, where = _study(frame, "contributions", "train")
+    item = compare(rows, "method", "icam", "seam+is", "F", label="λ 0.8 (μ 2.5), F")
+    if item is None:
         return _missing(claim, "ablate_lambda", "GAP trials with FSL on and off at one λ")
-    return Finding(claim, where + ", GAP", "; ".join(parts), all(holds))
+    return _finding(claim, where + ", ICAM against SEAM + IS", [item])
 
 
 def spread_shrinks_with_samples(frame: pd.DataFrame) -> Finding:
     claim = "the spread of J over seeds shrinks from the fewest to the most samples"
     rows, where = _study(frame, "ablate_num_samples", "train")
-    std = rows.groupby("num_samples")["J"].std(ddof=1).dropna()
-    if len(std) < 2:
+    counts = rows.groupby("num_samples")["J"].count()
+    counts = sorted(counts[counts >= 2].index)
+    if len(counts) < 2:
         return _missing(claim, "ablate_num_samples", "two sample counts with 2+ seeds each")
-    parts = [f"{int(n)}: std {s:.2f}" for n, s in std.items()]
-    return Finding(claim, where, "; ".join(parts), bool(std.iloc[-1] < std.iloc[0]))
+    fewest, most = (rows[rows["num_samples"] == n]["J"] for n in (counts[0], counts[-1]))
+    ratio = variance_ratio(fewest, most)
+    measured = (f"std {counts[0]:g}: {fewest.std(ddof=1):.2f}, {counts[-1]:g}: "
+                f"{most.std(ddof=1):.2f}; variance ratio {ratio.estimate:.2f} "
+                f"[{ratio.lo:.2f}, {ratio.hi:.2f}] (F interval, > 1 holds)")
+    return Finding(claim, where, measured, verdict(ratio, 1.0))
 
 
 def contributions_raise_jf(frame: pd.DataFrame) -> Finding:
-    claim = "each contribution alone raises J&F above SEAM's, both together the most"
+    claim = "each contribution alone raises J&F above SEAM's, both together above either"
     rows, where = _study(frame, "contributions", "val")
-    jf = _means(rows, "method", "JF")
-    methods = ["seam+is", "seam+fsl", "icam"]
-    if not {"seam", *methods} <= set(jf.index):
-        return _missing(claim, "contributions", "trials of seam, seam+is, seam+fsl and icam")
-    parts = [f"{m}: J&F {jf[m]:.1f} vs {jf['seam']:.1f} ({jf[m] - jf['seam']:+.1f})"
-             for m in methods]
-    above = all(jf[m] > jf["seam"] for m in methods)
-    return Finding(claim, where, "; ".join(parts), bool(above and jf.idxmax() == "icam"))
+    pairs = [("seam+is", "seam"), ("seam+fsl", "seam"), ("icam", "seam+is"),
+             ("icam", "seam+fsl")]
+    found = [compare(rows, "method", a, b, "JF", label=f"{a} − {b}, J&F") for a, b in pairs]
+    if any(item is None for item in found):
+        return _missing(claim, "contributions",
+                        "trials of seam, seam+is, seam+fsl and icam with common seeds")
+    return _finding(claim, where, found)
 
 
-def _sweep(frame: pd.DataFrame, study: str, key: str, value: float):
-    """A sweep study's train rows (None unless `value` and another value of `key` are stored)."""
+def _sweep(frame: pd.DataFrame, study: str, key: str, best: float, metrics: tuple[str, ...],
+           claim: str, symbol: str) -> Finding:
+    """`best` against every other value of `key` the study stored, on each metric."""
     rows, where = _study(frame, study, "train")
-    stored = set(rows[key])
-    return (rows if value in stored and len(stored) > 1 else None), where
+    others = sorted(v for v in set(rows[key].dropna()) if v != best)
+    found = [compare(rows, key, best, other, metric,
+                     label=f"{symbol} {best:g} − {other:g}, {METRIC_LABELS[metric]}")
+             for other in others for metric in metrics]
+    found = [item for item in found if item is not None]
+    if not found:
+        return _missing(claim, study, f"{symbol} = {best:g} and another {symbol}")
+    return _finding(claim, where, found)
 
 
 def mu_peaks_at_2_5(frame: pd.DataFrame) -> Finding:
-    claim = "μ = 2.5 gives the highest J and the highest F of the μ values run"
-    rows, where = _sweep(frame, "ablate_mu", "mu", 2.5)
-    if rows is None:
-        return _missing(claim, "ablate_mu", "μ = 2.5 and another μ")
-    j, f = _means(rows, "mu", "J"), _means(rows, "mu", "F")
-    sj, sf = _stds(rows, "mu", "J"), _stds(rows, "mu", "F")
-    parts = [f"μ {mu:g}: J {j[mu]:.1f}{sj[mu]} F {f[mu]:.1f}{sf[mu]}" for mu in j.index]
-    return Finding(claim, where, "; ".join(parts), bool(j.idxmax() == f.idxmax() == 2.5))
+    return _sweep(frame, "ablate_mu", "mu", 2.5, ("J", "F"),
+                  "μ = 2.5 gives a higher J and F than every other μ run", "μ")
 
 
 def sigma_peaks_at_5(frame: pd.DataFrame) -> Finding:
-    claim = "σ = 5 gives the highest J&F of the σ values run"
-    rows, where = _sweep(frame, "ablate_sigma", "sigma", 5.0)
-    if rows is None:
-        return _missing(claim, "ablate_sigma", "σ = 5 and another σ")
-    jf, std = _means(rows, "sigma", "JF"), _stds(rows, "sigma", "JF")
-    parts = [f"σ {sigma:g}: J&F {value:.2f}{std[sigma]}" for sigma, value in jf.items()]
-    return Finding(claim, where, "; ".join(parts), bool(jf.idxmax() == 5.0))
+    return _sweep(frame, "ablate_sigma", "sigma", 5.0, ("JF",),
+                  "σ = 5 gives a higher J&F than every other σ run", "σ")
 
 
 CHECKS = (icam_beats_seam_on_contours, sampling_beats_max_pooling, fsl_raises_contour_f,
@@ -162,9 +194,12 @@ def findings(frame: pd.DataFrame) -> list[Finding]:
 
 
 def findings_markdown(items: list[Finding]) -> str:
-    lines = ["| Finding | Study, stage, split | Measured (means over seeds) | Holds |",
-             "|---|---|---|---|"]
+    lines = ["Each comparison: the two settings' means over the seeds both ran, then the mean "
+             "of the per-seed differences with its 95 % t interval and the seed count. A "
+             "claim holds when every interval lies on the paper's side of its threshold "
+             "(0 unless given), is contradicted when one lies on the other side, and is "
+             "inconclusive otherwise.", "",
+             "| Finding | Study, stage, split | Measured | Verdict |", "|---|---|---|---|"]
     for item in items:
-        holds = {True: "yes", False: "no", None: "not measured"}[item.holds]
-        lines.append(f"| {item.claim} | {item.where} | {item.measured} | {holds} |")
+        lines.append(f"| {item.claim} | {item.where} | {item.measured} | {item.verdict} |")
     return "\n".join(lines) + "\n"

@@ -20,6 +20,8 @@ import pyarrow.fs as pafs
 
 from icam.analysis import figures, paper, tables
 from icam.analysis.findings import findings, findings_markdown
+from icam.analysis.paired import NOT_MEASURED
+from icam.analysis.shared import with_shared
 from icam.analysis.output import save_figure, write_text
 from icam.analysis.qualitative import DEFAULT_PATHS, ArtefactPaths, qualitative_figure
 from icam.analysis.stats import select
@@ -164,6 +166,8 @@ def make_all(results: str, out: str = DEFAULT_OUT, compare: str | None = None,
     os.makedirs(out, exist_ok=True)
     summary.written.append(write_text(os.path.join(out, "trials.csv"), frame[contract_columns(
         frame)].to_csv(index=False, lineterminator="\n")))
+    frame, loans = with_shared(frame, study_key)
+    summary.notes += loans
     studies = {key: frame[[study_key(s) == key for s in frame["study"]]]
                for key in dict.fromkeys(study_key(s) for s in frame["study"])}
     for name, product in PRODUCTS.items():
@@ -192,9 +196,9 @@ def make_all(results: str, out: str = DEFAULT_OUT, compare: str | None = None,
 
 
 def _findings(summary: Summary, frame: pd.DataFrame, out: str) -> None:
-    """findings.md: whether the paper's four main findings hold, when one can be measured."""
+    """findings.md: the verdict on each of the paper's findings that can be measured."""
     items = findings(frame)
-    if all(item.holds is None for item in items):
+    if all(item.verdict == NOT_MEASURED for item in items):
         summary.skipped.append("findings: no study of the paper's findings stored")
         return
     text = findings_markdown(items)
