@@ -106,7 +106,8 @@ def test_findings_as_worked_out_by_hand(tmp_path):
     assert one.measured.startswith("F (> +5): 31.0 vs 21.0, +10.0 [")
     assert two.verdict == "inconclusive" and two.where == "ablate_lambda, cam, train, GMP"
     half = T_975_2 / math.sqrt(3)  # differences -1, -2, -3: std 1
-    assert two.measured == f"FSL on, J: 35.0 vs 37.0, -2.0 [{-2 - half:+.1f}, {-2 + half:+.1f}] (n=3)"
+    assert two.measured == (f"FSL on, J: 35.0 vs 37.0, -2.0 [{-2 - half:+.1f}, "
+                            f"{-2 + half:+.1f}] (n=3)")
     assert three.verdict == "not measured"
     # ratio 16 with F(0.975; 1, 1) = 647.79: [0.02, 10364] contains 1
     assert four.verdict == "inconclusive" and "variance ratio 16.00 [0.02, " in four.measured

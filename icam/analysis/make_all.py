@@ -20,10 +20,10 @@ import pyarrow.fs as pafs
 
 from icam.analysis import figures, paper, tables
 from icam.analysis.findings import findings, findings_markdown
-from icam.analysis.paired import NOT_MEASURED
-from icam.analysis.shared import with_shared
 from icam.analysis.output import save_figure, write_text
+from icam.analysis.paired import NOT_MEASURED
 from icam.analysis.qualitative import DEFAULT_PATHS, ArtefactPaths, qualitative_figure
+from icam.analysis.shared import with_shared
 from icam.analysis.stats import select
 from icam.analysis.trials import (
     StoredTrials,
