@@ -191,11 +191,14 @@ def _variant(name: str | None, variants: dict[str, Variant] | None) -> Variant |
 
 
 QUICK_TRAIN = {
-    "cam": {"max_train_images": 120},
-    "affinity": {"max_train_images": 120},
+    "cam": {},
+    "affinity": {},
     "final": {"iterations": 100, "steps_per_report": 50},
 }
-"""The embedded default's shorter training (cpu preset), so a study ends in minutes."""
+"""The embedded default's shorter training (cpu preset), so a study ends in minutes: a third of
+the final stage's iterations. The CAM and AffinityNet stages keep their whole schedule: on 120
+of the 300 training images (150 CAM updates) the CAMs of `studies/ablate_mu.py` stayed at the
+all-background score (train J 11.9 and 12.8)."""
 
 
 def build_parser(study: Study) -> argparse.ArgumentParser:
