@@ -29,10 +29,10 @@ class Interval:
     hi: float
     n: int
 
-    def text(self, unit: str = "") -> str:
+    def text(self) -> str:
         if math.isnan(self.lo):
-            return f"{self.estimate:+.1f}{unit} (n={self.n}, no interval)"
-        return f"{self.estimate:+.1f}{unit} [{self.lo:+.1f}, {self.hi:+.1f}] (n={self.n})"
+            return f"{self.estimate:+.1f} (n={self.n}, no interval)"
+        return f"{self.estimate:+.1f} [{self.lo:+.1f}, {self.hi:+.1f}] (n={self.n})"
 
 
 def mean_difference(differences) -> Interval:
