@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from icam.analysis.methods import is_missing
-from icam.analysis.trials import SETTINGS
+from icam.analysis.trials import NUMERIC_SETTINGS, SETTINGS
 from icam.config import method_config
 
 BORROWS = {
@@ -30,7 +30,7 @@ def _settings_equal(frame: pd.DataFrame, preset: str) -> pd.Series:
     """Rows whose settings are exactly those of method preset `preset`."""
     mask = pd.Series(True, index=frame.index)
     for column, value in method_config(preset).columns().items():
-        if column in ("lambda", "num_samples", "mu", "sigma"):
+        if column in NUMERIC_SETTINGS:
             mask &= frame[column].astype(float).eq(float(value))
         else:
             mask &= frame[column].eq(value)
@@ -67,16 +67,19 @@ def with_shared(frame: pd.DataFrame, key=lambda s: s) -> tuple[pd.DataFrame, lis
         for preset in presets:
             rows = others[_settings_equal(others, preset)]
             rows = rows[[p in places for p in zip(rows["stage"], rows["split"], strict=True)]]
-            rows = rows[[i not in stored for i in _identity(rows)]]
-            rows = rows.drop_duplicates(subset=[c for c in (*SETTINGS, *_ROW)
-                                                if c in rows.columns])
+            if rows.empty:
+                continue
+            ids = _identity(rows)
+            fresh = [i not in stored for i in ids]
+            rows, ids = rows[fresh], ids[fresh]
+            rows, ids = rows[~ids.duplicated()], ids[~ids.duplicated()]
             if rows.empty:
                 continue
             lenders = ", ".join(sorted(set(rows["study"])))
             seeds = ", ".join(str(int(s)) for s in sorted(set(rows["seed"])))
             notes.append(f"{study}: {preset} trials (seeds {seeds}) shared from {lenders}")
             added.append(rows.assign(study=own["study"].iloc[0]))
-            stored |= set(_identity(rows))
+            stored |= set(ids)
     if not added:
         return frame, notes
     return pd.concat([frame, *added], ignore_index=True), notes
