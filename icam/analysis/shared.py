@@ -72,7 +72,8 @@ def with_shared(frame: pd.DataFrame, key=lambda s: s) -> tuple[pd.DataFrame, lis
             ids = _identity(rows)
             fresh = [i not in stored for i in ids]
             rows, ids = rows[fresh], ids[fresh]
-            rows, ids = rows[~ids.duplicated()], ids[~ids.duplicated()]
+            first = ~ids.duplicated()
+            rows, ids = rows[first], ids[first]
             if rows.empty:
                 continue
             lenders = ", ".join(sorted(set(rows["study"])))
