@@ -11,10 +11,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import MethodConfig
+from .config import MethodConfig, TrainConfig
 
 LOGIT_EPS = 1e-3
-SIAMESE_SCALE = 0.3
+SIAMESE_SCALE = TrainConfig.siamese_scale  # the authors' 0.3
 
 
 def cam_probs(logits: torch.Tensor) -> torch.Tensor:

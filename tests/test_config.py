@@ -40,6 +40,7 @@ def test_seam_formulation_rejects_icam_parts():
     ("momentum", 1.0), ("weight_decay", -1e-4), ("resize_long", (500, 400)),
     ("scale", (0.0, 1.0)), ("iterations", 0), ("infer_scales", ()), ("num_workers", -1),
     ("max_train_images", 0), ("poly_power", -1.0), ("output_stride", 4), ("frozen_bn", 1),
+    ("siamese_scale", 0.0), ("siamese_scale", 1.5),
 ])
 def test_bad_train_values_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
@@ -82,6 +83,7 @@ def test_both_presets_train_as_the_authors_code_ran(preset, stage):
     paper = train_config("paper", stage)
     assert paper.bn_momentum == 3e-4  # resnet38d.py's bn_mom
     assert (paper.rw_alpha, paper.rw_logt) == (6, 6)  # infer_aff.py's walk
+    assert paper.siamese_scale == 0.3  # train_SEAM.py's second view
     # Table 1's written momentum stays reachable as an ordinary setting
     assert train_config(preset, stage, momentum=0.9).momentum == 0.9
 

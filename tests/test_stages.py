@@ -381,3 +381,19 @@ def test_final_loss_adds_the_fsl_as_the_authors_code_when_the_method_uses_it(met
     assert float(losses["fsl"]) == pytest.approx(float(expected), rel=2e-3)
     # train_final.py adds 0.5 · sum w f ||a_i - a_j||² / NHW; all_pairs_fsl has g = ½||.||²
     assert float(losses["total"] - losses["ce"]) == pytest.approx(float(expected), rel=2e-3)
+
+
+@pytest.mark.parametrize("scale, side", [(0.3, 19), (0.5, 32)])
+def test_the_cam_stages_second_view_is_the_crop_resized_by_its_siamese_scale(scale, side):
+    from icam.stages.cam import CamTrainer
+
+    base = pipeline_config(seed=0)
+    cam = replace(base.cam, backbone="tiny", weights=None, crop=64, siamese_scale=scale)
+    trainer = CamTrainer(replace(base, cam=cam), max_iterations=1)
+    seen = []
+    forward = trainer.model.forward
+    trainer.model.forward = lambda x: seen.append(tuple(x.shape[2:])) or forward(x)
+    labels = torch.zeros(2, 20)
+    labels[:, 3] = 1
+    trainer.losses((torch.randn(2, 3, 64, 64), labels))
+    assert seen == [(64, 64), (side, side)]  # floor(64 x scale): bilinear resize by a factor

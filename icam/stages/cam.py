@@ -59,7 +59,7 @@ class CamTrainer(StageTrainer):
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         images, labels = batch
-        view2 = siamese_view(images)
+        view2 = siamese_view(images, self.cfg.siamese_scale)
         out1, out2 = self.model(images), self.model(view2)
         return cam_losses(out1, out2, images, labels, self.pipeline.method, self.generator,
                           fsl_params=self.model.fsl, image2=view2)
