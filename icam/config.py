@@ -193,8 +193,8 @@ _CPU = {  # a scale model of _PAPER: sizes, and the CPU_DEPARTURES (docs/recipe.
 }
 CPU_DEPARTURES = {
     ("cam", "lr"): "0.02, not 0.01: at 0.01 the loss still fell steeply when 6 epochs ended "
-                   "(1.47, 1.19 in the last two; train J 56); at 0.02 over 10 epochs it is flat "
-                   "for the last four (0.86-1.21; train J 82)",
+                   "(1.47, 1.19 in the last two; train J 56); at 0.02 over 10 epochs the last "
+                   "four moved within 0.86-1.21 (train J 82; siamese view 0.3 then)",
     ("cam", "siamese_scale"): "0.5, not 0.3: 0.3 of a 128-pixel crop is a 5-pixel CAM (VOC's "
                               "second view: 17) on which an object is 2 CAM pixels across (VOC "
                               "7); seed 0, train J at 0.3, 0.5, 0.7: ICAM 81.7, 81.6, 74.6 "
