@@ -295,8 +295,11 @@ def test_a_diverging_trial_stops_with_an_error_naming_trial_iteration_and_output
     first = str(err.value).splitlines()[0]
     assert first.startswith("1 of 1 trials did not finish; cam ")
     assert f"FloatingPointError: trial {trial_key(config)}: non-finite cam " in first
-    # the first non-finite output of iteration 2 (Lite0's ReLU6 may keep the logits finite)
-    assert re.search(r"model output '(logits|rv)' at iteration 2, before its losses", first)
+    # iteration 1 runs the pretrained weights (finite); at lr 1e12 the weights overflow float32
+    # within a few updates, and the first non-finite output stops it before its losses (how
+    # many updates depends on the gradients' size: 2 with the siamese view at 0.3, 3 at 0.5)
+    found = re.search(r"model output '(logits|rv)' at iteration (\d+), before its losses", first)
+    assert found and 2 <= int(found.group(2)) <= 5, first
     assert result_rows(tmp_path / "nan" / "tune" / "cam" / trial_key(config)) == []
     assert not (tmp_path / "nan" / "artefacts" / trial_key(config) / "cam" / "DONE.json").exists()
 
