@@ -81,8 +81,8 @@ def test_report_of_a_tiny_run(tiny_run):
     done = (paths.artefacts / trial_key(config) / "final").read_json("DONE.json")
     assert (f"| final | val | {done['final/val/J']:.1f} | {done['final/val/F']:.1f} | "
             f"{done['final/val/JF']:.1f} |") in md
-    # the tiny run's settings against the cpu preset (crop 128, 6 CAM epochs, 300 iterations)
-    for row in ("| cam.crop | 128 | 64 |", "| cam.epochs | 10 | 1 |",
+    # the tiny run's settings against the cpu preset (crop 128, 20 CAM epochs, 300 iterations)
+    for row in ("| cam.crop | 128 | 64 |", "| cam.epochs | 20 | 1 |",
                 "| final.iterations | 300 | 4 |"):
         assert row in md
     # beside the paper: Table 3, ICAM's CAMs on VOC val, J 57.2 F 40.8
@@ -132,5 +132,5 @@ def test_config_differences_against_each_trials_own_preset():
     a = pipeline_config("cpu", "icam", seed=0, mu=1.0)
     b = pipeline_config("cpu", "seam", seed=1)
     b = replace(b, cam=replace(b.cam, epochs=2))
-    assert config_differences([a, b]) == [("cam.epochs", "10", "2"), ("method.mu", "2.5", "1.0")]
+    assert config_differences([a, b]) == [("cam.epochs", "20", "2"), ("method.mu", "2.5", "1.0")]
     assert config_differences([pipeline_config("paper", "seam", seed=3)]) == []
