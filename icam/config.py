@@ -121,7 +121,10 @@ class TrainConfig:
     siamese_scale: float = 0.3  # CAM stage: SEAM's second view is the crop resized by this
     rw_alpha: float = 6.0  # AffinityNet stage: the random walk's background (1 - max)^α
     rw_logt: int = 6  # AffinityNet stage: the walk takes 2^logt steps
+    rw_floor: bool = False  # AffinityNet stage: the walk's background at least the CAM labels'
     num_workers: int = 0
+    threads: int | None = None  # torch threads (CPU): None = the trial's CPUs; a study axis,
+    # since the thread count sets the order of float reductions (studies/robustness.py)
     infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     bf16: bool = False  # autocast to bfloat16 on CUDA
     channels_last: bool = False
@@ -144,6 +147,9 @@ class TrainConfig:
                "None or an integer >= 1")
         _check(isinstance(self.num_workers, int) and self.num_workers >= 0, "num_workers",
                self.num_workers, "an integer >= 0")
+        _check(self.threads is None or (isinstance(self.threads, int)
+               and not isinstance(self.threads, bool) and self.threads >= 1), "threads",
+               self.threads, "None or an integer >= 1")
         for name in ("resize_long", "scale"):
             pair = getattr(self, name)
             _check(isinstance(pair, tuple) and len(pair) == 2 and all(map(_is_real, pair))
@@ -165,15 +171,21 @@ class TrainConfig:
         _check(isinstance(self.rw_logt, int) and not isinstance(self.rw_logt, bool)
                and 0 <= self.rw_logt <= 10, "rw_logt", self.rw_logt, "an integer in 0..10")
         _check(isinstance(self.extended, bool), "extended", self.extended, "true | false")
+        _check(isinstance(self.rw_floor, bool), "rw_floor", self.rw_floor, "true | false")
         scales = self.infer_scales
         _check(isinstance(scales, tuple) and len(scales) >= 1
                and all(_is_real(s) and s > 0 for s in scales), "infer_scales", scales,
                "one or more numbers > 0")
 
+    def cpus(self, granted: int) -> int:
+        """The CPUs a trial of this stage asks for: the study's `granted`, at least `threads`."""
+        return max(granted, self.threads or 0)
+
     def columns(self) -> dict:
-        """This stage's trials.csv columns: `backbone`, and `training` ("et" for extended
-        training, blank otherwise: Table 5's names)."""
-        return {"backbone": self.backbone, "training": "et" if self.extended else ""}
+        """This stage's trials.csv columns: `backbone`, `training` ("et" for extended
+        training, blank otherwise: Table 5's names) and `threads` (blank: the trial's CPUs)."""
+        return {"backbone": self.backbone, "training": "et" if self.extended else "",
+                "threads": "" if self.threads is None else self.threads}
 
 
 _PAPER = {  # the code as run (reference-facts.md, "As run"); Table 1's text in comments

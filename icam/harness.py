@@ -48,6 +48,9 @@ from icam.storage import Storage, tune_location
 SPLITS = ("train", "val")
 METRICS = ("J", "F", "JF")
 CSV_COLUMNS = ("study", "trial_id", "seed", "stage", "split", "J", "F", "JF")
+SHARES = ("fg", "fg_truth", "flooded")
+"""Beside J/F: the foreground share predicted and true (percent) and the flooded images
+(`icam.stages.scoring`); blank for stages stored before they were recorded."""
 EXPERIMENTS = "experiments.json"
 GPU_HEADROOM = 0.15
 """`gpu="auto"` keeps this fraction of GPU memory free when packing trials."""
@@ -153,12 +156,12 @@ def collect_trials(study: str, artefacts: str | os.PathLike | Storage) -> pd.Dat
             for split in SPLITS:
                 row = {"study": study, "trial_id": key,
                        "seed": pipeline.seed, "stage": stage, "split": split}
-                row.update({m: done.get(f"{stage}/{split}/{m}") for m in METRICS})
+                row.update({m: done.get(f"{stage}/{split}/{m}") for m in (*METRICS, *SHARES)})
                 row.update(pipeline.method.columns())
                 row.update(getattr(pipeline, stage).columns())
                 rows.append(row)
     defaults = PipelineConfig()
-    columns = [*CSV_COLUMNS, *defaults.method.columns(), *defaults.final.columns()]
+    columns = [*CSV_COLUMNS, *SHARES, *defaults.method.columns(), *defaults.final.columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -226,9 +229,16 @@ def stage_resources(resources: dict | None, stage: str) -> dict:
     return {"cpu": cpu, "gpu": resources.get("gpu", "auto"), "custom": custom}
 
 
-def trial_resources(res: dict, gpu: float) -> dict:
-    """Ray Tune's resource request of one trial from `stage_resources` and its GPU share."""
-    return {**res["custom"], "cpu": res["cpu"], "gpu": gpu}
+def trial_resources(res: dict, gpu: float, stage: str):
+    """Ray Tune's resource request of one trial from `stage_resources` and its GPU share: a
+    function of the trial's config, since a trial asks for at least its stage's `threads`."""
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+
+    def request(config: dict):
+        cpus = getattr(PipelineConfig.from_dict(config["pipeline"]), stage).cpus(res["cpu"])
+        return resource_dict_to_pg_factory({**res["custom"], "cpu": cpus, "gpu": gpu})
+
+    return request
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -326,7 +336,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
         path = f"{tune_path}/{name}"
         if not all(done(k) for k in entry["trials"]) and tune.Tuner.can_restore(
                 path, storage_filesystem=tune_fs):
-            trainable = tune.with_resources(cls, trial_resources(res, entry["gpu"]))
+            trainable = tune.with_resources(cls, trial_resources(res, entry["gpu"], stage))
             fit(tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
                                    storage_filesystem=tune_fs))
     wanted = {trial_key(t): t for t in trials}
@@ -343,7 +353,7 @@ def _run_stage(stage: str, trials: list[PipelineConfig], paths: StudyPaths, data
         "cpus": res["cpu"], "gpu_fraction": gpu,
     }
     tuner = tune.Tuner(
-        tune.with_resources(cls, trial_resources(res, gpu)),
+        tune.with_resources(cls, trial_resources(res, gpu, stage)),
         param_space=param_space,
         tune_config=tune.TuneConfig(trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),

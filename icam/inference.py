@@ -172,12 +172,17 @@ def crf_scores(cam_fg: np.ndarray, image: np.ndarray, alpha: float,
     return dense_crf(image, np.concatenate([background, maps]))
 
 
-def cam_argmax_labels(cam_fg: np.ndarray, background: float | None = None) -> np.ndarray:
-    """The CAM stage's evaluated pseudo-labels (no CRF), argmax with ties to the lower id.
-    Background: 1 - sum over classes (ICAM's eval_cam.py: a class needs more than 0.5), or the
-    constant `background` (SEAM's infer_SEAM.py, 0.26)."""
+def cam_background(cam_fg: np.ndarray, background: float | None = None) -> np.ndarray:
+    """1×H×W background score of the CAM stage's pseudo-labels: 1 - sum over classes (ICAM's
+    eval_cam.py: a class needs more than 0.5), or the constant `background` (SEAM's
+    infer_SEAM.py, 0.26)."""
     if background is None:
-        bg = 1 - cam_fg.sum(axis=0, keepdims=True)
-    else:
-        bg = np.full((1, *cam_fg.shape[1:]), background, cam_fg.dtype)
+        return 1 - cam_fg.sum(axis=0, keepdims=True)
+    return np.full((1, *cam_fg.shape[1:]), background, cam_fg.dtype)
+
+
+def cam_argmax_labels(cam_fg: np.ndarray, background: float | None = None) -> np.ndarray:
+    """The CAM stage's evaluated pseudo-labels (no CRF): argmax over `cam_background` and the
+    classes, ties to the lower id."""
+    bg = cam_background(cam_fg, background)
     return np.concatenate([bg, cam_fg]).argmax(axis=0).astype(np.uint8)

@@ -29,17 +29,24 @@ def walk_radius(height: int, width: int, radius: int = 5) -> int:
     return radius if edge >= 2 * radius + 1 else (edge - 1) // 2
 
 
-def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6) -> torch.Tensor:
-    """(K = C + 1)×H×W: background (1 - max over classes)^α, then the C foreground maps."""
+def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6,
+                         floor: np.ndarray | None = None) -> torch.Tensor:
+    """(K = C + 1)×H×W: background (1 - max over classes)^α, raised to `floor` (an H×W or
+    1×H×W background) where that is higher, then the C foreground maps."""
     cam = torch.as_tensor(np.asarray(cam_fg, dtype=np.float32))
     bg = (1 - cam.amax(dim=0, keepdim=True)).pow(alpha)
+    if floor is not None:
+        bg = torch.maximum(bg, torch.as_tensor(np.asarray(floor, np.float32)).view_as(bg))
     return torch.cat([bg, cam])
 
 
 def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float = 6,
-                     logt: int = 6, stride: int = 8) -> np.ndarray:
+                     logt: int = 6, stride: int = 8,
+                     floor: np.ndarray | None = None) -> np.ndarray:
     """uint8 H×W class ids from a C×H×W foreground CAM and an hw×hw `transition` of the
-    image's feature map (h = ceil(H/stride), w = ceil(W/stride))."""
+    image's feature map (h = ceil(H/stride), w = ceil(W/stride)). With `floor`, the CAM
+    labels' own background (`icam.inference.cam_background`), no pixel those labels call
+    background starts the walk as foreground: the walk starts from at most their foreground."""
     height, width = cam_fg.shape[1:]
     h, w = math.ceil(height / stride), math.ceil(width / stride)
     if transition.dim() == 2:
@@ -51,7 +58,8 @@ def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float 
     present = np.flatnonzero(np.asarray(cam_fg).reshape(len(cam_fg), -1).max(axis=1) > 0)
     if present.size == 0:  # the background alone
         return np.zeros((height, width), np.uint8)
-    cam = cams_with_background(cam_fg[present], alpha).to(transition.device, transition.dtype)
+    cam = cams_with_background(cam_fg[present], alpha, floor)
+    cam = cam.to(transition.device, transition.dtype)
     cam = F.pad(cam, (0, w * stride - width, 0, h * stride - height))
     cam = F.avg_pool2d(cam[None], stride)
     cam = random_walk(cam, transition, logt)
@@ -63,10 +71,11 @@ def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float 
 @torch.no_grad()
 def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.ndarray,
                        beta: float = 8, logt: int = 6, alpha: float = 6, radius: int = 5,
-                       stride: int = 8, device: torch.device | str | None = None) -> np.ndarray:
+                       stride: int = 8, device: torch.device | str | None = None,
+                       floor: np.ndarray | None = None) -> np.ndarray:
     """The AffinityNet stage's label map of one image: features of the AffinityNet `model`
     (eval mode, output stride `stride`) on the zero-padded normalised image, their transition,
-    `propagate_labels`."""
+    `propagate_labels` (with the background `floor`, when given)."""
     height, width = image.shape[:2]
     if cam_fg.shape[1:] != (height, width):
         raise ValueError(f"random_walk_labels: CAM size {cam_fg.shape[1:]} differs from the "
@@ -84,4 +93,4 @@ def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.nda
         transition = random_walk_transition(features, r, beta)
     else:  # too small for any pair: the walk leaves the CAM as it is
         transition = torch.eye(h * w, device=features.device)
-    return propagate_labels(cam_fg, transition, alpha, logt, stride)
+    return propagate_labels(cam_fg, transition, alpha, logt, stride, floor)

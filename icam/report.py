@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from icam.analysis.robustness import draws, robustness_markdown, strip_figure, varies_threads
 from icam.config import STAGES, PipelineConfig, pipeline_config
 from icam.stages.files import read_json
 
 REPORT = "report.md"
 FIGURE = "qualitative.png"
 LOSS_FIGURE = "losses.png"
+ROBUSTNESS_FIGURE = "robustness.png"  # a study over thread counts: J and F of every draw
 LAST_STEPS = 3
 """Steps of each loss curve listed in report.md."""
 IMAGES = 4
@@ -230,6 +232,11 @@ def write_report(study: str, study_dir: str | os.PathLike, data_root: str | os.P
                   "The paper's numbers are ResNet-38 on PASCAL VOC 2012; on other data or "
                   "another backbone they are a reference point, not a target.", ""]
         lines += published
+    if varies_threads(frame):
+        drawn = draws(frame, "val")
+        save_png(strip_figure(drawn, "val"), study_dir / ROBUSTNESS_FIGURE)
+        lines += ["## Draws that fail", "", robustness_markdown(drawn, "val"),
+                  f"![J and F of every draw]({ROBUSTNESS_FIGURE})", ""]
     lines += ["## Settings that differ from the preset", ""]
     differences = config_differences(configs)
     if differences:

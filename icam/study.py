@@ -40,7 +40,8 @@ class Study:
     """A grid of method settings over a base method preset.
 
     grid: {field: values}; the field "method" picks method presets (baseline comparisons),
-    the field "variant" picks rows of `variants`.
+    the field "variant" picks rows of `variants`, the field "threads" sets every stage's torch
+    threads (`TrainConfig.threads`: the machine's rounding as an axis).
     quick: the reduced grid of the embedded default (no arguments).
     variants: the parsed command line -> {name: Variant} (the preset may decide a row's
     backbone); the variant's training overrides win over --set and --weights.
@@ -72,7 +73,11 @@ def parse_value(key: str, text: str):
         number = float(text)
     except ValueError:
         raise ValueError(f"grid value {key}={text!r} is invalid: not a number") from None
-    return int(number) if key == "num_samples" and number.is_integer() else number
+    if key in ("num_samples", "threads"):
+        if not number.is_integer() or number < 1:
+            raise ValueError(f"grid value {key}={text!r} is invalid: an integer >= 1")
+        return int(number)
+    return number
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list]:
@@ -168,9 +173,10 @@ def expand(study: Study, grid: dict[str, Sequence], seeds: Sequence[int], preset
         point = dict(zip(keys, values, strict=True))
         variant = _variant(point.pop("variant", None), variants)
         base = point.pop("method", variant.method if variant else study.base)
+        threads = {"threads": point.pop("threads")} if "threads" in point else {}
         settings = {**study.fixed, **point}
         method_config(base, **settings)  # validates before any seed is expanded
-        overrides = {s: {**(train_overrides or {}).get(s, {}),
+        overrides = {s: {**(train_overrides or {}).get(s, {}), **threads,
                          **(variant.train.get(s, {}) if variant else {})} for s in STAGES}
         for seed in seeds:
             config = pipeline_config(preset, base, seed=seed, **settings)
@@ -296,6 +302,8 @@ def print_dry_run(study: Study, trials: list, resources: dict, stages: tuple[str
                "sigma"]
     if study.variants:  # the final stage's network and training set the rows apart
         columns[3:3] = ["backbone", "training"]
+    if any(t.final.threads is not None for t in trials):
+        columns.append("threads")
     rows = []
     for t in trials:
         cols = {**t.method.columns(), **t.final.columns()}

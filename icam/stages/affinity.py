@@ -10,7 +10,8 @@ as the authors (`TrainConfig.resize_long` is not used here).
 Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of train_aug (the
 final stage's training labels) and val (beta 8, no CRF), and their J/F on train and val.
 Pairs, features and the walk are at the backbone's output stride; the walk's background
-exponent and length are `TrainConfig.rw_alpha` and `rw_logt` (the authors' 6 and 6).
+exponent and length are `TrainConfig.rw_alpha` and `rw_logt` (the authors' 6 and 6); with
+`rw_floor` the walk's background is at least the CAM labels' own (`propagate_labels`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 from icam import progress
 from icam.data.affinity import AffinityDataset, AffinityTrain, save_crf_scores
 from icam.data.voc import VOCLayout, load_image, save_mask
-from icam.inference import CONVENTIONS, crf_scores, load_cam
+from icam.inference import CONVENTIONS, cam_background, crf_scores, load_cam
 from icam.models.affinity import AffinityNet, affinities, affinity_labels, affinity_loss
 from icam.parallel import map_items
 from icam.randomwalk import random_walk_labels
@@ -125,15 +126,17 @@ class AffinityStage(StageTrainable):
         work = functools.partial(_write_labels, stage_dir=str(self.stage_dir),
                                  voc_root=str(layout.root))
         cams = self.trial_dir / "cam" / "cams"
+        background = CONVENTIONS[self.pipeline.method.formulation]["cam_background"]
         block, scored = [], []
         with progress.task("random walk", len(ids)) as bar:
             for k, image_id in enumerate(ids):
                 image = load_image(layout.image_path(image_id))
                 cam, _ = load_cam(cams / f"{image_id}.npz")
+                floor = cam_background(cam, background) if self.cfg.rw_floor else None
                 labels = random_walk_labels(model, image, cam, logt=self.cfg.rw_logt,
                                             alpha=self.cfg.rw_alpha,
                                             stride=self.cfg.output_stride,
-                                            device=self.trainer.device)
+                                            device=self.trainer.device, floor=floor)
                 block.append((image_id, splits.get(image_id, ()), labels))
                 if len(block) == 64 or k == len(ids) - 1:
                     scored += map_items(work, block, progress=False)

@@ -41,9 +41,15 @@ def _mean(values: list[float]) -> float:
 
 
 def loss_curve_csv(curve: list[dict]) -> str:
-    """`round,iteration,epoch,loss` rows of a loss curve."""
-    rows = ["round,iteration,epoch,loss"]
-    rows += [f"{r['round']},{r['iteration']},{r['epoch']:g},{r['loss']:.6g}" for r in curve]
+    """`round,iteration,epoch,loss` rows of a loss curve, then the columns its steps share:
+    the loss terms (`loss_<term>`), the mean gradient norm of each parameter group
+    (`grad_<group>`) and the new weights' learning rate at the step's end (`lr_new_w`)."""
+    fixed = ["round", "iteration", "epoch", "loss"]
+    extra = [k for k in curve[0] if k not in fixed and all(k in r for r in curve)] if curve else []
+    rows = [",".join(fixed + extra)]
+    for r in curve:
+        values = [str(r["round"]), str(r["iteration"]), f"{r['epoch']:g}"]
+        rows.append(",".join(values + [f"{r[k]:.6g}" for k in ["loss", *extra]]))
     return "\n".join(rows) + "\n"
 
 
@@ -52,8 +58,9 @@ class StageTrainable(tune.Trainable):
 
     config: "pipeline" (PipelineConfig.to_dict()), "data_root", and "artefacts" (the study's
     artefact folder, a local path or storage URI; the trial's folder is
-    `<artefacts>/<trial_key>`) or "trial_dir"; optional "cpus" (torch threads, and map_items'
-    helpers on the others: `icam.parallel.start_helpers`),
+    `<artefacts>/<trial_key>`) or "trial_dir"; optional "cpus" (the study's CPUs per trial,
+    raised to the stage's `threads` (`TrainConfig.cpus`): torch threads unless `threads` is
+    set, and map_items' helpers on the others: `icam.parallel.start_helpers`),
     "gpu_fraction" (CUDA memory cap) and "cache" (this node's cache folder, `cache_root`).
     Products are written to and read from storage (`self.trial_dir`, `self.stage_dir`).
     Subclasses set `trainer_cls` and implement `train_dataset()`, `collate(items)` and
@@ -80,9 +87,11 @@ class StageTrainable(tune.Trainable):
         if self.finished is not None:
             return
         progress.attach(f"{self.stage} {trial_key(self.pipeline)}")
-        if config.get("cpus"):
-            torch.set_num_threads(max(1, int(config["cpus"])))
-            parallel.start_helpers(int(config["cpus"]) - 1)  # the CPUs torch leaves idle
+        cpus = self.cfg.cpus(int(config.get("cpus") or 0))
+        if self.cfg.threads or cpus:
+            torch.set_num_threads(self.cfg.threads or cpus)
+        if cpus:
+            parallel.start_helpers(cpus - 1)  # the CPUs torch leaves idle between its loops
         cap_gpu_memory(config.get("gpu_fraction"))
         self.check_inputs()
         self.trial_dir.write_json("config.json", self.pipeline.to_dict())
@@ -177,15 +186,17 @@ class StageTrainable(tune.Trainable):
         for _ in range(count):
             batch = self._next_batch()
             for name, value in trainer.train_batch(batch).items():
-                sums.setdefault(name, []).append(value)
+                sums.setdefault("loss" if name == "total" else f"loss_{name}", []).append(value)
+            for name, value in trainer.grad_norms.items():
+                sums.setdefault(f"grad_{name}", []).append(value)
             images += self.batch_size
             self._training.update()
         seconds = time.perf_counter() - start
-        result = {("loss" if k == "total" else f"loss_{k}"): _mean(v) for k, v in sums.items()}
+        result = {k: _mean(v) for k, v in sums.items()}
         trainer.loss_curve.append({
             "round": trainer.round, "iteration": trainer.iteration,
-            "epoch": round(trainer.iteration / self.iterations_per_epoch, 3),
-            "loss": result["loss"]})
+            "epoch": round(trainer.iteration / self.iterations_per_epoch, 3), **result,
+            "lr_new_w": trainer.optimizer.param_groups[2]["lr"]})
         result.update(images_per_s=images / seconds, epoch=self.epoch,
                       iteration=trainer.iteration, max_iterations=trainer.max_iterations,
                       lr=trainer.optimizer.param_groups[0]["lr"], done=False)

@@ -24,6 +24,8 @@ from icam.stages.seeding import capture_rng, derive_seed, restore_rng
 
 LR_MULTIPLIERS = (1, 2, 10, 20)
 """Pretrained weights, pretrained biases, new weights, new biases (biases without decay)."""
+GROUP_NAMES = ("pre_w", "pre_b", "new_w", "new_b")
+"""The parameter groups' names in the loss curve (`StageTrainer.grad_norms`)."""
 
 
 def training_device() -> torch.device:
@@ -95,7 +97,8 @@ class StageTrainer:
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(pipeline.seed, self.stage, "sampler"))
         self.iteration = 0
-        self.loss_curve: list[dict] = []  # per Tune step: round, iteration, epoch, mean loss
+        self.loss_curve: list[dict] = []  # per Tune step: round, iteration, epoch, mean losses
+        self.grad_norms: dict[str, float] = {}  # of the last iteration (`group_grad_norms`)
 
     def fresh_model(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         """A new model (pre-trained weights where configured) on the device, and its optimiser."""
@@ -139,8 +142,19 @@ class StageTrainer:
         self.check_finite(losses)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
+        self.grad_norms = self.group_grad_norms()
         self.optimizer.step()
         return {name: float(value.detach()) for name, value in losses.items()}
+
+    @torch.no_grad()
+    def group_grad_norms(self) -> dict[str, float]:
+        """The L2 norm of each parameter group's gradient (GROUP_NAMES), for the loss curve."""
+        norms = {}
+        for name, group in zip(GROUP_NAMES, self.optimizer.param_groups, strict=True):
+            grads = [p.grad.detach().float().pow(2).sum() for p in group["params"]
+                     if p.grad is not None]
+            norms[name] = float(torch.stack(grads).sum().sqrt()) if grads else 0.0
+        return norms
 
     def check_finite(self, losses: dict[str, torch.Tensor]) -> None:
         """Raise FloatingPointError when the total loss is not finite, naming its terms."""
