@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from icam.analysis.robustness import draws, robustness_markdown, strip_figure, varies_threads
+from icam.analysis.robustness import draws, draws_study, robustness_markdown, strip_figure
 from icam.config import STAGES, PipelineConfig, pipeline_config
 from icam.stages.files import read_json
 
@@ -232,7 +232,7 @@ def write_report(study: str, study_dir: str | os.PathLike, data_root: str | os.P
                   "The paper's numbers are ResNet-38 on PASCAL VOC 2012; on other data or "
                   "another backbone they are a reference point, not a target.", ""]
         lines += published
-    if varies_threads(frame):
+    if draws_study(study, frame):
         drawn = draws(frame, "val")
         save_png(strip_figure(drawn, "val"), study_dir / ROBUSTNESS_FIGURE)
         lines += ["## Draws that fail", "", robustness_markdown(drawn, "val"),

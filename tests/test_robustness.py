@@ -11,7 +11,13 @@ import pytest
 import torch
 from scipy import stats
 
-from icam.analysis.robustness import clopper_pearson, draws, failure_table, varies_threads
+from icam.analysis.robustness import (
+    clopper_pearson,
+    draws,
+    draws_study,
+    failure_table,
+    varies_threads,
+)
 from icam.config import TrainConfig, pipeline_config
 from icam.data.synthetic import generate
 from icam.harness import trial_resources
@@ -153,7 +159,8 @@ def test_draws_fail_by_the_written_definition():
         ("e", "icam", 1, 79.0, 27.0, None, None),
         ("f", "seam", 1, 40.0, 30.0, 30.0, None),  # seam's own median: AffinityNet fails
     ])
-    assert varies_threads(frame)
+    assert varies_threads(frame) and draws_study("robustness", frame.iloc[:2])
+    assert not draws_study("baseline", frame[frame["threads"] == 1])
     table = draws(frame, "val").set_index("trial_id")
     assert list(table["cam_failed"]) == [False, True, True, False, False, False]
     assert table.loc["b", "cam_why"] == "over-covers" and table.loc["c", "cam_why"] == (

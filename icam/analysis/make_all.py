@@ -23,7 +23,7 @@ from icam.analysis.findings import findings, findings_markdown
 from icam.analysis.output import save_figure, write_text
 from icam.analysis.paired import NOT_MEASURED
 from icam.analysis.qualitative import DEFAULT_PATHS, ArtefactPaths, qualitative_figure
-from icam.analysis.robustness import varies_threads, write_robustness
+from icam.analysis.robustness import draws_study, write_robustness
 from icam.analysis.shared import with_shared
 from icam.analysis.stats import select
 from icam.analysis.trials import (
@@ -138,7 +138,7 @@ def write_study_outputs(trials_csv_path: str, study_name: str, out_dir: str,
     names = [n for n, p in PRODUCTS.items() if p.study == key]
     if not names:
         written = tables.write_table(tables.summary_table(frame, key), out_dir)
-        return written + (write_robustness(frame, out_dir) if varies_threads(frame) else [])
+        return written + (write_robustness(frame, out_dir) if draws_study(key, frame) else [])
     return [path for name in names for path in write_product(name, frame, out_dir,
                                                              published)[0]]
 
@@ -192,7 +192,7 @@ def make_all(results: str, out: str = DEFAULT_OUT, compare: str | None = None,
             summary.written += tables.write_table(table, out)
             summary.notes.append(f"study {key} has no table or figure in the paper; wrote its "
                                  "summary table")
-        if varies_threads(studies[key]):
+        if draws_study(key, studies[key]):
             summary.written += write_robustness(studies[key], os.path.join(out, key))
     _findings(summary, frame, out)
     _qualitative(summary, trial_dir, data_root, ids)

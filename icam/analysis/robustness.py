@@ -171,6 +171,12 @@ def varies_threads(frame: pd.DataFrame) -> bool:
     return pd.to_numeric(frame["threads"], errors="coerce").dropna().nunique() > 1
 
 
+def draws_study(study: str, frame: pd.DataFrame) -> bool:
+    """Whether a study's trials are draws to count failures of: the robustness study, or any
+    study over more than one thread count."""
+    return study == "robustness" or varies_threads(frame)
+
+
 def robustness_markdown(table: pd.DataFrame, split: str = "val") -> str:
     """The failure table of `draws(frame, split)`, the definition and the failed draws."""
     return "\n".join([failure_markdown(failure_table(table), split), DEFINITION + " Shares "
