@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from icam.data import transforms as T
 from icam.models.affinity import random_walk, random_walk_transition
+from icam.precision import float32, run_network
 
 
 def walk_radius(height: int, width: int, radius: int = 5) -> int:
@@ -29,6 +30,7 @@ def walk_radius(height: int, width: int, radius: int = 5) -> int:
     return radius if edge >= 2 * radius + 1 else (edge - 1) // 2
 
 
+@float32
 def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6) -> torch.Tensor:
     """(K = C + 1)×H×W: background (1 - max over classes)^α, then the C foreground maps."""
     cam = torch.as_tensor(np.asarray(cam_fg, dtype=np.float32))
@@ -36,6 +38,7 @@ def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6) ->
     return torch.cat([bg, cam])
 
 
+@float32
 def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float = 6,
                      logt: int = 6, stride: int = 8) -> np.ndarray:
     """uint8 H×W class ids from a C×H×W foreground CAM and an hw×hw `transition` of the
@@ -63,10 +66,11 @@ def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float 
 @torch.no_grad()
 def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.ndarray,
                        beta: float = 8, logt: int = 6, alpha: float = 6, radius: int = 5,
-                       stride: int = 8, device: torch.device | str | None = None) -> np.ndarray:
+                       stride: int = 8, device: torch.device | str | None = None,
+                       bf16: bool = False) -> np.ndarray:
     """The AffinityNet stage's label map of one image: features of the AffinityNet `model`
-    (eval mode, output stride `stride`) on the zero-padded normalised image, their transition,
-    `propagate_labels`."""
+    (eval mode, output stride `stride`; in bfloat16 with `bf16`) on the zero-padded
+    normalised image, their transition, `propagate_labels` (float32)."""
     height, width = image.shape[:2]
     if cam_fg.shape[1:] != (height, width):
         raise ValueError(f"random_walk_labels: CAM size {cam_fg.shape[1:]} differs from the "
@@ -75,7 +79,7 @@ def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.nda
         device = next(model.parameters()).device
     h, w = math.ceil(height / stride), math.ceil(width / stride)
     x = F.pad(T.normalize(image), (0, w * stride - width, 0, h * stride - height))
-    features = model(x[None].to(device)).float()
+    features = run_network(model, x[None].to(device), bf16)
     if features.shape[-2:] != (h, w):
         raise ValueError(f"random_walk_labels: features {tuple(features.shape[-2:])} for a "
                          f"{height}×{width} image, expected stride {stride} ({h}×{w})")
