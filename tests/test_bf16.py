@@ -330,3 +330,25 @@ def test_seam_cam_inference_runs_in_bf16():
     torch.manual_seed(0)
     model = CamNet(build_backbone("tiny"), pcm_source="seam").eval()
     assert len(_inferred_labels(model, "seam", images=1)) == 1
+
+
+# --- the benchmarks ------------------------------------------------------------------------------
+
+
+def test_bench_train_compare_prints_fp32_and_bf16_with_the_speed_ratio(capsys):
+    from icam.bench.train import main
+
+    assert main(["--stage", "affinity", "--backbone", "tiny", "--batch", "1", "--crop", "80",
+                 "--steps", "1", "--compare"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["fp32", "bf16"]
+    assert lines[2].endswith("1.00x") and lines[3].endswith("x")
+
+
+def test_bench_gpu_without_cuda_says_so_in_one_line(monkeypatch, capsys):
+    from icam.bench.gpu import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no CUDA" in out
