@@ -126,7 +126,7 @@ class TrainConfig:
     threads: int | None = None  # torch threads (CPU): None = the trial's CPUs; a study axis,
     # since the thread count sets the order of float reductions (studies/robustness.py)
     infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
-    bf16: bool = False  # autocast to bfloat16 on CUDA
+    bf16: bool | str = False  # the network in bfloat16: true | false | "auto" (icam.precision)
     channels_last: bool = False
     max_train_images: int | None = None  # use a prefix of the training list (quick runs)
     extended: bool = False  # final stage: PMM's extended training (icam.extended), "et" rows
@@ -172,6 +172,8 @@ class TrainConfig:
                and 0 <= self.rw_logt <= 10, "rw_logt", self.rw_logt, "an integer in 0..10")
         _check(isinstance(self.extended, bool), "extended", self.extended, "true | false")
         _check(isinstance(self.rw_floor, bool), "rw_floor", self.rw_floor, "true | false")
+        _check(isinstance(self.bf16, bool) or self.bf16 == "auto", "bf16", self.bf16,
+               "true | false | 'auto'")
         scales = self.infer_scales
         _check(isinstance(scales, tuple) and len(scales) >= 1
                and all(_is_real(s) and s > 0 for s in scales), "infer_scales", scales,
@@ -189,13 +191,15 @@ class TrainConfig:
 
 
 _PAPER = {  # the code as run (reference-facts.md, "As run"); Table 1's text in comments
-    "cam": TrainConfig(),  # Table 1: momentum 0.9
-    "affinity": TrainConfig(),  # SEAM's text: lr 0.1
+    "cam": TrainConfig(bf16="auto"),  # Table 1: momentum 0.9
+    "affinity": TrainConfig(bf16="auto"),  # SEAM's text: lr 0.1
     "final": TrainConfig(crop=448, batch_size=10, lr=0.001, momentum=0.9, frozen_bn=False,
-                         iterations=20000, infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)),
+                         iterations=20000, infer_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+                         bf16="auto"),
 }
 _LITE0 = dict(backbone="lite0", weights="lite0-imagenet", output_stride=8, crop=128,
-              batch_size=8, channels_last=True)  # channels_last: CPU speed, not the recipe
+              batch_size=8, channels_last=True,  # channels_last: CPU speed, not the recipe
+              bf16=False)  # fp32 on every device: bf16 on a CPU is measured slower for Lite0
 _CPU = {  # a scale model of _PAPER: sizes, and the CPU_DEPARTURES (docs/recipe.md)
     "cam": TrainConfig(**_LITE0, resize_long=(128, 192), epochs=20, lr=0.02,
                        infer_scales=(0.5, 1.0, 1.5), siamese_scale=0.5),

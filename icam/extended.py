@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from icam import VOID
+from icam.precision import float32
 
 PUF_BETA = 0.5
 """β: the PUF clamps the loss map once its mean falls below β (PMM's VOC setting)."""
@@ -31,9 +32,10 @@ CYCLIC_CRF = {"iterations": 10, "gauss_sxy": 1, "gauss_compat": 3, "bilateral_sx
 10 iterations), for the cyclic pseudo-masks and the extended stage's predictions."""
 
 
+@float32
 def pixel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """N x H x W: -log softmax(logits)[target] per pixel, 0 where the target is void."""
-    return F.cross_entropy(logits.float(), targets, ignore_index=VOID, reduction="none")
+    return F.cross_entropy(logits, targets, ignore_index=VOID, reduction="none")
 
 
 def pretended_underfitting_loss(logits: torch.Tensor, targets: torch.Tensor,

@@ -183,9 +183,14 @@ def _probe_peak_memory(stage: str, pipeline: dict) -> tuple[int, int]:
     return m["peak_bytes"], m["total_bytes"]
 
 
+def trials_per_gpu(peak_bytes: int, total_bytes: int, headroom: float = GPU_HEADROOM) -> int:
+    """The largest k (at least 1) such that k trials fit on one GPU with `headroom` spare."""
+    return max(1, math.floor((1 - headroom) * total_bytes / max(1, peak_bytes)))
+
+
 def gpu_packing(peak_bytes: int, total_bytes: int, headroom: float = GPU_HEADROOM) -> float:
-    """The GPU fraction 1/k with the largest k such that k trials fit with `headroom` spare."""
-    k = max(1, math.floor((1 - headroom) * total_bytes / max(1, peak_bytes)))
+    """The GPU fraction 1/k of `trials_per_gpu`'s k."""
+    k = trials_per_gpu(peak_bytes, total_bytes, headroom)
     return math.floor(10000 / k) / 10000  # Ray resolves fractions to 1e-4
 
 

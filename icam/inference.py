@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from icam import codec
 from icam.data import transforms as T
 from icam.losses import cam_probabilities
+from icam.precision import float32, run_network
 from icam.storage import Storage
 
 NORM_EPS = 1e-5
@@ -47,6 +48,7 @@ def multiscale_views(image: np.ndarray, scales: Sequence[float],
     return views
 
 
+@float32
 def _foreground_maps(out: dict, classes: torch.Tensor, formulation: str,
                      view_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """B×P×H×W maps of the image's P present `classes` (their channels in the network's
@@ -64,6 +66,7 @@ def _foreground_maps(out: dict, classes: torch.Tensor, formulation: str,
     return F.interpolate(maps, size, mode="bilinear", align_corners=False)
 
 
+@float32
 def seam_min_max(cam: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """SEAM's infer_SEAM.py on the C×H×W sum over views: negatives to 0, values below
     min + eps to 0, then (x - min - eps) / (max - min + eps) per class."""
@@ -78,7 +81,7 @@ def seam_min_max(cam: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
 def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
               scales: Sequence[float] = (0.5, 1.0, 1.5, 2.0), flip: bool = True,
               formulation: str = "icam", device: torch.device | str | None = None,
-              views: Sequence[torch.Tensor] | None = None) -> np.ndarray:
+              views: Sequence[torch.Tensor] | None = None, bf16: bool = False) -> np.ndarray:
     """The C×H×W foreground CAM of one image (see the module docstring).
 
     Each scale (and its mirror) goes through the CamNet `model` (in eval mode); per view:
@@ -89,6 +92,7 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
     steps, summed over views and min-max normalised (`seam_min_max`). Absent classes are zero
     maps (never computed); so is every map of an image without classes.
     `views` may hold the per-scale batches of `InferenceDataset` instead of `scales`/`flip`.
+    With `bf16` the network runs in bfloat16; the normalisation is float32.
     """
     if formulation not in ("icam", "seam"):
         raise ValueError(f"infer_cam: formulation must be 'icam' or 'seam', got {formulation!r}")
@@ -108,12 +112,11 @@ def infer_cam(model: torch.nn.Module, image: np.ndarray, label: np.ndarray,
         views = multiscale_views(image, scales, flip)
     total, count = 0.0, 0
     for batch in views:
-        out = model(batch.to(device))
+        out = run_network(model, batch.to(device), bf16)
         if out["logits"].shape[1] != label.size + 1:
             raise ValueError(f"infer_cam: model gives {out['logits'].shape[1]} channels, label "
                              f"has {label.size} classes (+1 background expected)")
-        maps = _foreground_maps({k: v.float() for k, v in out.items()}, classes, formulation,
-                                batch.shape[2:], (height, width))
+        maps = _foreground_maps(out, classes, formulation, batch.shape[2:], (height, width))
         if maps.shape[0] == 2:
             maps[1] = maps[1].flip(-1)  # the second image of a pair is the mirror
         total = total + maps.sum(dim=0)

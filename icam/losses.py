@@ -2,6 +2,7 @@
 
 Shapes: CAM logits and probabilities are N x K x h x w with K = 21 channels, background first;
 image-level labels are N x 20 (foreground classes). Equation numbers refer to the paper.
+Every loss runs in float32, also under bf16 autocast (`@float32`, icam.precision).
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from .config import MethodConfig, TrainConfig
+from .precision import float32
 
 LOGIT_EPS = 1e-3
 SIAMESE_SCALE = TrainConfig.siamese_scale  # the authors' 0.3
 
 
+@float32
 def cam_probs(logits: torch.Tensor) -> torch.Tensor:
     # eq. 1: a = softmax over the K classes of the logits s
     return torch.softmax(logits, dim=1)
 
 
+@float32
 def probs_to_logits(p: torch.Tensor, eps: float = LOGIT_EPS) -> torch.Tensor:
     """Logit of a probability squeezed into [eps, 1 - eps·(1 - ...)]: the reference's clamp."""
     return torch.log(p * (1 - eps) + eps) - torch.log(1 - p * (1 - eps))
@@ -37,6 +41,7 @@ def gmp_probs(probs: torch.Tensor) -> torch.Tensor:
     return probs.amax(dim=(2, 3))
 
 
+@float32
 def sample_class_probs(probs: torch.Tensor, num_samples: int,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Importance sampling: N x K x S activations at pixels drawn from p_k ∝ a_k.
@@ -80,6 +85,7 @@ def sampled_loss(probs: torch.Tensor, labels: torch.Tensor, num_samples: int,
     return bce(probs_to_logits(samples[:, 1:]), labels[:, :, None])
 
 
+@float32
 def classification_loss(logits: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor,
                         lam: float, pooling: str, num_samples: int,
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -92,6 +98,7 @@ def classification_loss(logits: torch.Tensor, probs: torch.Tensor, labels: torch
     return loss
 
 
+@float32
 def equivariance_losses(cam1: torch.Tensor, rv1: torch.Tensor, cam2: torch.Tensor,
                         rv2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ICAM's ER and ECR on probabilities; view 1 is resized to view 2's size first."""
@@ -181,15 +188,15 @@ class _WindowedFsl(torch.autograd.Function):
     the pairs between image rows y and y + dy form a W×W band matrix per row, so the row's
     two sums are two batched matrix products; a learned μ or σ adds the coefficients of
     ∂(w·f)/∂μ and ∂(w·f)/∂σ as further bands, whose pair sums are their gradients. Memory is
-    O(N·H·W·W) per window row, never the (HW)² pair matrices. Float32 even under autocast.
+    O(N·H·W·W) per window row, never the (HW)² pair matrices. Float32 even under autocast
+    (`feature_similarity_loss` is `@float32`: `torch.cdist` takes no bfloat16 on a CPU).
     """
 
     @staticmethod
     def forward(ctx, probs, features, mu, sigma, radius):
         need = ctx.needs_input_grad
-        with torch.autocast(probs.device.type, enabled=False):
-            grad, total, dmu, dsigma = _window_pair_sums(
-                probs, features, mu.detach(), sigma.detach(), radius, need[2], need[3])
+        grad, total, dmu, dsigma = _window_pair_sums(
+            probs, features, mu.detach(), sigma.detach(), radius, need[2], need[3])
         ctx.save_for_backward(grad, total if dmu is None else dmu,
                               total if dsigma is None else dsigma)
         return total
@@ -203,6 +210,7 @@ class _WindowedFsl(torch.autograd.Function):
                 dsigma * grad_output if need[3] else None, None)
 
 
+@float32
 def feature_similarity_loss(features: torch.Tensor, probs: torch.Tensor, mu=2.5, sigma=5.0,
                             radius: int | None = None) -> torch.Tensor:
     """FSL (eq. 9-13) with the authors' normalisation.
@@ -265,6 +273,7 @@ def max_onehot(cam: torch.Tensor) -> torch.Tensor:
     return torch.cat([cam[:, :1], fg], dim=1)
 
 
+@float32
 def seam_losses(out1: dict, out2: dict, image1: torch.Tensor, image2: torch.Tensor,
                 labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """SEAM's CVPR 2020 losses (GAP, ER on foreground, ECR with top-20% mining, min pooling)."""
@@ -304,6 +313,7 @@ def seam_losses(out1: dict, out2: dict, image1: torch.Tensor, image2: torch.Tens
 # --- the CAM stage's total loss ----------------------------------------------------------
 
 
+@float32
 def cam_losses(out1: dict, out2: dict, image1: torch.Tensor, labels: torch.Tensor,
                method: MethodConfig, generator: torch.Generator | None = None,
                fsl_params: FslParameters | None = None,
@@ -335,6 +345,7 @@ def cam_losses(out1: dict, out2: dict, image1: torch.Tensor, labels: torch.Tenso
     return {"total": cls + er + ecr + fs, "cls": cls, "er": er, "ecr": ecr, "fs": fs}
 
 
+@float32
 def cam_probabilities(out: dict, formulation: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The maps inference averages: ICAM's softmax CAM and refined CAM (eq. 1), or SEAM's
     max-normalised CAM and its raw PCM output (SEAM infers from the latter)."""

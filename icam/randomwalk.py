@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from icam.data import transforms as T
 from icam.models.affinity import random_walk, random_walk_transition
+from icam.precision import float32, run_network
 
 
 def walk_radius(height: int, width: int, radius: int = 5) -> int:
@@ -29,6 +30,7 @@ def walk_radius(height: int, width: int, radius: int = 5) -> int:
     return radius if edge >= 2 * radius + 1 else (edge - 1) // 2
 
 
+@float32
 def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6,
                          floor: np.ndarray | None = None) -> torch.Tensor:
     """(K = C + 1)×H×W: background (1 - max over classes)^α, raised to `floor` (an H×W or
@@ -40,6 +42,7 @@ def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6,
     return torch.cat([bg, cam])
 
 
+@float32
 def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float = 6,
                      logt: int = 6, stride: int = 8,
                      floor: np.ndarray | None = None) -> np.ndarray:
@@ -72,10 +75,11 @@ def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float 
 def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.ndarray,
                        beta: float = 8, logt: int = 6, alpha: float = 6, radius: int = 5,
                        stride: int = 8, device: torch.device | str | None = None,
-                       floor: np.ndarray | None = None) -> np.ndarray:
+                       floor: np.ndarray | None = None, bf16: bool = False) -> np.ndarray:
     """The AffinityNet stage's label map of one image: features of the AffinityNet `model`
-    (eval mode, output stride `stride`) on the zero-padded normalised image, their transition,
-    `propagate_labels` (with the background `floor`, when given)."""
+    (eval mode, output stride `stride`; in bfloat16 with `bf16`) on the zero-padded
+    normalised image, their transition, `propagate_labels` (float32, with the background
+    `floor` when given)."""
     height, width = image.shape[:2]
     if cam_fg.shape[1:] != (height, width):
         raise ValueError(f"random_walk_labels: CAM size {cam_fg.shape[1:]} differs from the "
@@ -84,7 +88,7 @@ def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.nda
         device = next(model.parameters()).device
     h, w = math.ceil(height / stride), math.ceil(width / stride)
     x = F.pad(T.normalize(image), (0, w * stride - width, 0, h * stride - height))
-    features = model(x[None].to(device)).float()
+    features = run_network(model, x[None].to(device), bf16)
     if features.shape[-2:] != (h, w):
         raise ValueError(f"random_walk_labels: features {tuple(features.shape[-2:])} for a "
                          f"{height}×{width} image, expected stride {stride} ({h}×{w})")

@@ -40,7 +40,7 @@ def test_seam_formulation_rejects_icam_parts():
     ("momentum", 1.0), ("weight_decay", -1e-4), ("resize_long", (500, 400)),
     ("scale", (0.0, 1.0)), ("iterations", 0), ("infer_scales", ()), ("num_workers", -1),
     ("max_train_images", 0), ("poly_power", -1.0), ("output_stride", 4), ("frozen_bn", 1),
-    ("siamese_scale", 0.0), ("siamese_scale", 1.5),
+    ("siamese_scale", 0.0), ("siamese_scale", 1.5), ("bf16", "yes"), ("bf16", 1), ("bf16", None),
 ])
 def test_bad_train_values_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
@@ -92,11 +92,13 @@ def test_the_cpu_preset_differs_from_the_paper_preset_only_in_sizes_and_declared
     sizes = {"backbone", "weights", "output_stride", "crop", "resize_long", "batch_size",
              "epochs", "iterations", "steps_per_report", "infer_scales"}
     layout = {"channels_last"}  # how tensors lie in memory (CPU speed), not what is computed
+    precision = {"bf16"}  # the paper preset's "auto" (where it pays), the cpu preset's fp32
     for stage in ("cam", "affinity", "final"):
         paper, cpu = train_config("paper", stage), train_config("cpu", stage)
         differ = {f for f in paper.__dataclass_fields__ if getattr(paper, f) != getattr(cpu, f)}
         declared = {f for s, f in CPU_DEPARTURES if s == stage}
-        assert differ <= sizes | layout | declared, (stage, differ - sizes - layout - declared)
+        allowed = sizes | layout | precision | declared
+        assert differ <= allowed, (stage, differ - allowed)
         assert declared <= differ, (stage, declared - differ)  # no stale declaration
 
 
@@ -120,4 +122,14 @@ def test_lambda_alias_and_trials_columns():
 
 def test_pipeline_config_survives_json():
     cfg = pipeline_config("paper", "seam+fsl", seed=4, mu=1.5)
+    assert cfg.cam.bf16 == "auto"
     assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_bf16_is_auto_in_the_paper_preset_and_off_in_the_cpu_preset():
+    """The cpu preset's Lite0 trains in fp32 on every device, and its trial keys stay those of
+    the studies stored before bf16 took "auto"."""
+    for stage in ("cam", "affinity", "final"):
+        assert train_config("paper", stage).bf16 == "auto"
+        assert train_config("cpu", stage).bf16 is False
+    assert TrainConfig().bf16 is False and TrainConfig(bf16=True).bf16 is True

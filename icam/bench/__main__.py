@@ -9,7 +9,9 @@ import sys
 BENCHMARKS = {
     "fsl": "FSL forward+backward: windowed vs all-pairs (time, peak memory, accuracy)",
     "contour": "contour F over a VOC-size set: fast vs reference procedure",
-    "train": "training throughput and peak memory of one stage",
+    "train": "training throughput and peak memory of one stage (--compare: fp32 and bf16)",
+    "infer": "CAM inference: fp32 against bf16 (time, labels that agree)",
+    "gpu": "the GPU check: the paper preset's stages in fp32 and bf16, trials packed per GPU",
     "storage": "bytes per image of stored CAMs: naive float32 vs ours; a trial, a study",
     "compaction": "J and F of every stage: products stored as float32 vs ours (12-bit)",
     "randomwalk": "random-walk labels: sparse transition vs the dense reference (time)",

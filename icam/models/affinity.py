@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from icam.models.cam import parameter_groups, resolve_backbone
 from icam.models.resnet38 import freeze
+from icam.precision import float32
 
 
 def affinity_offsets(radius: int = 5) -> list[tuple[int, int]]:
@@ -51,6 +52,7 @@ def _pairs(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
     return source, torch.stack(partners, dim=-3)
 
 
+@float32
 def affinities(features: Tensor, radius: int = 5) -> Tensor:
     """aff = exp(-mean_c |f_i - f_j|) for each source pixel i and partner j: N x P x h' x w'."""
     hs, ws = _source_size(*features.shape[-2:], radius)
@@ -79,6 +81,7 @@ def affinity_labels(labels: Tensor, radius: int = 5) -> tuple[Tensor, Tensor, Te
     return bg.float(), fg.float(), neg.float()
 
 
+@float32
 def affinity_loss(aff: Tensor, bg: Tensor, fg: Tensor, neg: Tensor) -> Tensor:
     """bg/4 + fg/4 + neg/2, each the mean of -log(aff) (-log(1 - aff) for neg) over its pairs."""
 
@@ -107,6 +110,7 @@ def _transition_layout(h: int, w: int, radius: int, device: torch.device):
     return cols, order, ccol, rows[order]
 
 
+@float32
 def random_walk_transition(features: Tensor, radius: int = 5, beta: float = 8) -> Tensor:
     """Transition matrices N x hw x hw, sparse (CSC): A = affinity^beta with A_ii = 1 and A
     symmetric over the pairs of `affinities`, normalised so that each column sums to 1. Only
@@ -132,6 +136,7 @@ def _transposed_csr(t: Tensor) -> Tensor:
         return (t.coalesce() if t.is_sparse else t).t().to_sparse_csr()
 
 
+@float32
 def random_walk(cams: Tensor, transition: Tensor, logt: int = 6) -> Tensor:
     """Propagate cams (N x K x h x w) by transition^(2^logt): cam_j <- sum_i cam_i T_ij.
 

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from icam.models import build_backbone
 from icam.models.resnet38 import freeze
+from icam.precision import float32
 
 
 def resolve_backbone(backbone: str | nn.Module) -> nn.Module:
@@ -26,6 +27,7 @@ def parameter_groups(model: nn.Module, new_layers: list[nn.Module]):
     return groups
 
 
+@float32
 def seam_normalised_cam(logits: Tensor) -> Tensor:
     """SEAM's PCM input: per-class max-normalised ReLU CAM, background = 1 - max foreground,
     and each pixel keeps only its largest foreground class (no gradient)."""

@@ -49,7 +49,7 @@ class AffinityTrainer(StageTrainer):
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         images, (bg, fg, neg) = batch
-        aff = affinities(self.model(images).float(), RADIUS)
+        aff = affinities(self.forward(images), RADIUS)
         loss = affinity_loss(aff, bg, fg, neg)
         return {"total": loss, "aff": loss}
 
@@ -136,7 +136,8 @@ class AffinityStage(StageTrainable):
                 labels = random_walk_labels(model, image, cam, logt=self.cfg.rw_logt,
                                             alpha=self.cfg.rw_alpha,
                                             stride=self.cfg.output_stride,
-                                            device=self.trainer.device, floor=floor)
+                                            device=self.trainer.device, floor=floor,
+                                            bf16=self.trainer.bf16)
                 block.append((image_id, splits.get(image_id, ()), labels))
                 if len(block) == 64 or k == len(ids) - 1:
                     scored += map_items(work, block, progress=False)

@@ -60,7 +60,7 @@ class CamTrainer(StageTrainer):
     def losses(self, batch) -> dict[str, torch.Tensor]:
         images, labels = batch
         view2 = siamese_view(images, self.cfg.siamese_scale)
-        out1, out2 = self.model(images), self.model(view2)
+        out1, out2 = self.forward(images), self.forward(view2)
         return cam_losses(out1, out2, images, labels, self.pipeline.method, self.generator,
                           fsl_params=self.model.fsl, image2=view2)
 
@@ -111,7 +111,7 @@ class CamStage(StageTrainable):
             image_id, image, views, label = item
             cam = infer_cam(model, image, label.numpy(), views=views,
                             formulation=self.pipeline.method.formulation,
-                            device=self.trainer.device)
+                            device=self.trainer.device, bf16=self.trainer.bf16)
             # SEAM's min-max leaves the pixels below min + eps at -(min + eps) / (max - min +
             # eps) (`seam_min_max`); stored CAMs hold [0, 1], so they are stored as 0
             save_cam(out / f"{image_id}.npz", np.maximum(cam, 0), label.numpy())

@@ -45,6 +45,7 @@ from icam.extended import (
 from icam.losses import denormalized_features, feature_similarity_loss
 from icam.models.deeplab import DeepLabV1
 from icam.parallel import map_items
+from icam.precision import run_network
 from icam.stages.files import read_done
 from icam.stages.scoring import score, split_metrics
 from icam.stages.seeding import derive_seed
@@ -92,7 +93,7 @@ class FinalTrainer(StageTrainer):
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         images, targets = batch
-        coarse = self.model(images)
+        coarse = self.forward(images)
         logits = F.interpolate(coarse, images.shape[2:], mode="bilinear", align_corners=True)
         if self.cfg.extended and self.round == 1:
             puf = pretended_underfitting_loss(logits, targets)
@@ -100,12 +101,12 @@ class FinalTrainer(StageTrainer):
         if self.cfg.extended:
             ce = cyclic_cross_entropy(logits, targets)
             return {"total": ce, "ce": ce}
-        ce = F.cross_entropy(logits.float(), targets, ignore_index=VOID)
+        ce = F.cross_entropy(logits, targets, ignore_index=VOID)
         method = self.pipeline.method
         if not method.fsl:
             return {"total": ce, "ce": ce}
         features = denormalized_features(images, coarse.shape[2:])
-        fsl = feature_similarity_loss(features, torch.softmax(coarse.float(), dim=1),
+        fsl = feature_similarity_loss(features, torch.softmax(coarse, dim=1),
                                       method.mu, method.sigma)
         return {"total": ce + FINAL_FSL_WEIGHT * fsl, "ce": ce, "fsl": fsl}
 
@@ -119,13 +120,15 @@ class FinalTrainer(StageTrainer):
 
 @torch.no_grad()
 def segment(model: nn.Module, views: list[torch.Tensor], size: tuple[int, int],
-            device: torch.device, softmax_first: bool = False) -> np.ndarray:
+            device: torch.device, softmax_first: bool = False,
+            bf16: bool = False) -> np.ndarray:
     """K x H x W class probabilities: softmax of the view logits upsampled (align_corners)
     to `size`, mirrored back and averaged over scales and flips; with `softmax_first` the
-    softmax of each view is averaged instead (PMM's aug_test)."""
+    softmax of each view is averaged instead (PMM's aug_test). With `bf16` the network runs
+    in bfloat16; the rest, and so the CRF's input, is float32."""
     total, count = 0.0, 0
     for batch in views:
-        logits = model(batch.to(device)).float()
+        logits = run_network(model, batch.to(device), bf16)
         logits = F.interpolate(logits, size, mode="bilinear", align_corners=True)
         if softmax_first:
             logits = torch.softmax(logits, dim=1)
@@ -218,7 +221,7 @@ class FinalStage(StageTrainable):
         with progress.task(desc, len(dataset)) as bar:
             for k, (image_id, image, views, _) in enumerate(loader):
                 probs = segment(model, views, image.shape[:2], self.trainer.device,
-                                softmax_first=self.cfg.extended)
+                                softmax_first=self.cfg.extended, bf16=self.trainer.bf16)
                 block.append((image_id, splits, probs))
                 if len(block) == BLOCK or k == len(dataset) - 1:
                     scored += map_items(work, block, progress=False)

@@ -1,9 +1,10 @@
 """A stage's model and optimiser, trained on batches in plain PyTorch (no Ray).
 
 `StageTrainer` builds the model, its SGD or Adam over four parameter groups and the poly
-learning rate, and runs one iteration at a time on the training device (bfloat16 autocast on
-CUDA when asked). The Tune trainable (`icam.stages.trainable`) drives it; the benchmark and the
-harness's memory probe use it alone (`measure_training`).
+learning rate, and runs one iteration at a time on the training device; with bf16 on
+(`icam.precision.use_bf16`) the network runs in bfloat16 and its losses in float32
+(`StageTrainer.forward`). The Tune trainable (`icam.stages.trainable`) drives it; the
+benchmark and the harness's memory probe use it alone (`measure_training`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from icam.config import PipelineConfig, TrainConfig
 from icam.models import build_backbone
 from icam.models.resnet38 import set_bn_momentum
 from icam.models.weights import load_pretrained
+from icam.precision import run_network, use_bf16
 from icam.stages.files import trial_key
 from icam.stages.seeding import capture_rng, derive_seed, restore_rng
 
@@ -30,12 +32,6 @@ GROUP_NAMES = ("pre_w", "pre_b", "new_w", "new_b")
 
 def training_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast on CUDA when asked; a no-op context otherwise."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=bf16 and device.type == "cuda")
 
 
 def build_optimizer(groups, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -82,7 +78,8 @@ def cap_gpu_memory(fraction: float | None) -> None:
 
 class StageTrainer:
     """A stage's model and optimiser. Subclasses set `stage` and implement `build_model`,
-    `losses(batch) -> {"total", ...}` and `random_batch(n)`."""
+    `losses(batch) -> {"total", ...}` (calling the model through `forward`) and
+    `random_batch(n)`."""
 
     stage = ""
     round = 1  # training rounds: 1, but 2 in the final stage's extended training
@@ -93,6 +90,7 @@ class StageTrainer:
         self.cfg: TrainConfig = getattr(pipeline, self.stage)
         self.device = device or training_device()
         self.max_iterations = max(1, max_iterations)
+        self.bf16 = use_bf16(self.cfg.bf16, self.device, self.cfg.backbone)
         self.model, self.optimizer = self.fresh_model()
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(pipeline.seed, self.stage, "sampler"))
@@ -123,6 +121,10 @@ class StageTrainer:
         """A fresh backbone with this stage's output stride and batch-norm mode."""
         return build_backbone(self.cfg.backbone, self.cfg.output_stride, self.cfg.frozen_bn)
 
+    def forward(self, x: torch.Tensor):
+        """The model's outputs on `x` as float32; with `bf16`, the network ran in bfloat16."""
+        return run_network(self.model, x, self.bf16)
+
     def load_weights(self, module: nn.Module) -> None:
         if self.cfg.weights:
             load_pretrained(module, self.cfg.weights, strict=False)
@@ -137,8 +139,7 @@ class StageTrainer:
         self.iteration += 1
         self.model.train()
         batch = to_device(batch, self.device, self.cfg.channels_last)
-        with autocast(self.device, self.cfg.bf16):
-            losses = self.losses(batch)
+        losses = self.losses(batch)
         self.check_finite(losses)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
