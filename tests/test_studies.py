@@ -31,7 +31,17 @@ def load(name: str) -> dict:
 
 def test_every_study_has_a_script():
     scripts = {p.stem for p in (ROOT / "studies").glob("*.py")}
-    assert scripts == set(PAPER_GRIDS) | {"search"}
+    assert scripts == set(PAPER_GRIDS) | {"search", "robustness"}
+
+
+def test_the_robustness_study_crosses_methods_seeds_and_threads(capsys):
+    module = load("robustness")
+    assert module["run"](module["STUDY"], ["--dry-run", "--seeds", "10"]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("40 trials")
+    rows = [line.split() for line in out.splitlines() if line.startswith(("icam-", "seam-"))]
+    assert sorted({(r[2], r[-1]) for r in rows}) == [
+        ("icam", "1"), ("icam", "2"), ("seam", "1"), ("seam", "2")]
 
 
 @pytest.mark.parametrize("name,count", sorted(PAPER_GRIDS.items()))
