@@ -15,6 +15,7 @@ BENCHMARKS = {
     "storage": "bytes per image of stored CAMs: naive float32 vs ours; a trial, a study",
     "compaction": "J and F of every stage: products stored as float32 vs ours (12-bit)",
     "randomwalk": "random-walk labels: sparse transition vs the dense reference (time)",
+    "depthwise": "Lite0's depthwise convolutions: PyTorch's CPU backward vs ours (time)",
     "pcm": "the PCM at inference: affinities in cache-sized blocks vs the whole matrix (time)",
     "allocator": "CAM inference and training: glibc's malloc vs freed memory kept (time)",
 }

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from icam.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from icam.models.depthwise import depthwise_conv2d
 from icam.models.resnet38 import freeze_batchnorm, set_bn_momentum
 
 BN_EPS = 1e-3
@@ -69,7 +70,11 @@ class SameConv2d(nn.Conv2d):
             s, k, d = self.stride[0], self.kernel_size[0], self.dilation[0]
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads) if any(pads) else x)
+        x = F.pad(x, pads) if any(pads) else x
+        if (self.stride == (1, 1) and self.dilation != (1, 1)
+                and self.groups == self.in_channels == self.out_channels):
+            return depthwise_conv2d(x, self.weight, self.dilation)  # its fast CPU backward
+        return super().forward(x)
 
 
 class ConvBN(nn.Module):
