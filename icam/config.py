@@ -117,6 +117,8 @@ class TrainConfig:
     momentum: float = 5e-4  # as run: the authors' PolyOptimizer passes 5e-4 as SGD's momentum
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    warmup: int = 0  # iterations of linear learning-rate warm-up before the poly schedule
+    clip_grad: float | None = None  # the whole gradient's L2 norm clipped to this (None: not)
     bn_momentum: float = 3e-4  # batch norm that trains (final stage): the authors' resnet38d.py
     siamese_scale: float = 0.3  # CAM stage: SEAM's second view is the crop resized by this
     rw_alpha: float = 6.0  # AffinityNet stage: the random walk's background (1 - max)^α
@@ -162,6 +164,10 @@ class TrainConfig:
                self.weight_decay, "a number >= 0")
         _check(_is_real(self.poly_power) and self.poly_power >= 0, "poly_power",
                self.poly_power, "a number >= 0")
+        _check(isinstance(self.warmup, int) and not isinstance(self.warmup, bool)
+               and self.warmup >= 0, "warmup", self.warmup, "an integer >= 0")
+        _check(self.clip_grad is None or (_is_real(self.clip_grad) and self.clip_grad > 0),
+               "clip_grad", self.clip_grad, "None or a number > 0")
         _check(_is_real(self.bn_momentum) and 0 < self.bn_momentum <= 1, "bn_momentum",
                self.bn_momentum, "a number in (0, 1]")
         _check(_is_real(self.siamese_scale) and 0 < self.siamese_scale <= 1, "siamese_scale",

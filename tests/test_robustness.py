@@ -222,3 +222,48 @@ def test_with_the_floor_no_pixel_the_cam_labels_call_background_starts_as_foregr
             assert not start[labels == 0].any()
             both = (labels > 0) & (start > 0)
             np.testing.assert_array_equal(start[both], labels[both])
+
+
+def test_warm_up_ramps_the_rate_linearly_then_hands_over_to_poly():
+    from icam.stages.trainer import build_optimizer, set_poly_lr
+
+    cfg = replace(pipeline_config().cam, lr=0.1)
+    weights = [torch.nn.Parameter(torch.zeros(2)) for _ in range(4)]
+    opt = build_optimizer([[w] for w in weights], cfg)
+    for iteration, expected in [(0, 0.1 * (1 / 10) * 1.0), (4, 0.1 * 0.5 * (1 - 4 / 100) ** 0.9),
+                                (9, 0.1 * (1 - 9 / 100) ** 0.9), (50, 0.1 * 0.5 ** 0.9)]:
+        set_poly_lr(opt, iteration, 100, 0.9, warmup=10)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+        assert opt.param_groups[3]["lr"] == pytest.approx(20 * expected)  # the classifier's x20
+
+
+def test_clipping_makes_the_steps_gradient_norm_the_bound():
+    from icam.stages import TRAINERS
+
+    torch.manual_seed(0)
+    cfg = pipeline_config("cpu", "icam", seed=0)
+    cfg = replace(cfg, cam=replace(cfg.cam, backbone="tiny", weights=None, crop=32, batch_size=2,
+                                   momentum=0.0, weight_decay=0.0, clip_grad=1e-3))
+    trainer = TRAINERS["cam"](cfg, max_iterations=10)
+    before = [[p.detach().clone() for p in g["params"]] for g in trainer.optimizer.param_groups]
+    trainer.train_batch(trainer.random_batch(2))
+    # SGD without momentum or decay moves each parameter by -lr_g * g: the step's gradient is
+    # the move over the group's rate, and its norm over all groups is the bound
+    squared = 0.0
+    for olds, group in zip(before, trainer.optimizer.param_groups, strict=True):
+        for old, new in zip(olds, group["params"], strict=True):
+            squared += float(((old - new.detach()) / group["lr"]).pow(2).sum())
+    assert math.sqrt(squared) == pytest.approx(1e-3, rel=1e-3)
+    assert math.sqrt(sum(v ** 2 for v in trainer.grad_norms.values())) > 1e-2  # it did clip
+
+
+def test_warm_up_and_clipping_leave_stored_keys_alone_until_set():
+    cfg = pipeline_config("cpu", "icam", seed=0)
+    before = trial_key(cfg)
+    assert trial_key(replace(cfg, cam=replace(cfg.cam, warmup=0, clip_grad=None))) == before
+    assert trial_key(replace(cfg, cam=replace(cfg.cam, warmup=74))) != before
+    assert trial_key(replace(cfg, cam=replace(cfg.cam, clip_grad=5.0))) != before
+    with pytest.raises(ValueError, match="clip_grad"):
+        TrainConfig(clip_grad=0)
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(warmup=-1)

@@ -48,9 +48,12 @@ def build_optimizer(groups, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def set_poly_lr(optimizer: torch.optim.Optimizer, iteration: int, max_iterations: int,
-                power: float) -> None:
-    """lr = initial lr * (1 - iteration / max_iterations)^power, per iteration."""
+                power: float, warmup: int = 0) -> None:
+    """lr = initial lr * (1 - iteration / max_iterations)^power, per iteration; in the first
+    `warmup` iterations also times (iteration + 1) / warmup (a linear warm-up)."""
     factor = (1 - min(iteration, max_iterations) / max_iterations) ** power
+    if iteration < warmup:
+        factor *= (iteration + 1) / warmup
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
 
@@ -135,7 +138,8 @@ class StageTrainer:
         A non-finite model output or loss stops training at once: FloatingPointError naming
         the trial, the iteration and the output or loss terms (`check_finite`).
         """
-        set_poly_lr(self.optimizer, self.iteration, self.max_iterations, self.cfg.poly_power)
+        set_poly_lr(self.optimizer, self.iteration, self.max_iterations, self.cfg.poly_power,
+                    self.cfg.warmup)
         self.iteration += 1
         self.model.train()
         batch = to_device(batch, self.device, self.cfg.channels_last)
@@ -143,7 +147,10 @@ class StageTrainer:
         self.check_finite(losses)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        self.grad_norms = self.group_grad_norms()
+        self.grad_norms = self.group_grad_norms()  # before clipping: what the loss gave
+        if self.cfg.clip_grad is not None:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
         self.optimizer.step()
         return {name: float(value.detach()) for name, value in losses.items()}
 
