@@ -229,7 +229,9 @@ CPU_DEPARTURES = {
                           "background, train foreground 57 % against 27 %, train J 52.4) and "
                           "seed 6 spiked at epochs 10-11 into a plateau (loss 0.83, J 75.3); "
                           "train J 79.2 +- 10.0. Clipped at 5, 0 of 10 failed, every loss ended "
-                          "at 0.3-0.4, train J 82.2 +- 1.2 (the eight healthy draws 1.0 lower)",
+                          "at 0.3-0.4, train J 82.2 +- 1.2 (the eight healthy draws 1.0 lower); "
+                          "at two threads 1 of 3 clipped draws failed where the unclipped "
+                          "recipe on that draw trained: 1 of 13 against 1 of 11, inconclusive",
     ("affinity", "rw_floor"): "on, not the authors' walk alone: on the failed CAM draw above "
                               "(val J 55.8) the walk without it gave 31.6 (whole images one "
                               "class), with it 54.2; on seven other draws (weak CAMs "
