@@ -117,14 +117,14 @@ def parse_settings(items: Sequence[str]) -> dict[str, dict]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """`5` -> seeds 0..4; `3,7,9` -> those seeds."""
+    """`5` -> seeds 0..4; `3,7,9` -> those seeds; `1,` -> seed 1 alone."""
     try:
         if "," in text:
-            seeds = [int(s) for s in text.split(",")]
+            seeds = [int(s) for s in text.rstrip(",").split(",")]
         else:
             seeds = list(range(int(text)))
     except ValueError:
-        raise ValueError(f"--seeds {text!r} is invalid: a count (5) or a list (0,3,7)") from None
+        raise ValueError(f"--seeds {text!r} is invalid: a count (5) or a list (0,3,7; one seed: 7,)") from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r} is invalid: distinct seeds >= 0, at least one")
     return seeds
@@ -220,7 +220,7 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         help="local folder or URI (s3://, gs://) for the study (default: "
                         "./results)")
     parser.add_argument("--seeds", default="5", help="a count (default 5, as the paper) or a "
-                        "comma-separated list of seeds")
+                        "comma-separated list of seeds (one seed: '7,')")
     parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"),
                         help="training settings: cpu (tiny backbone, small crops) or paper "
                         "(ResNet-38, Table 1)")

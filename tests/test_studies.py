@@ -127,6 +127,7 @@ def test_parsers():
     assert parse_grid(["mu=0,2.5", "fsl=off,on", "num_samples=1,10"]) == {
         "mu": [0.0, 2.5], "fsl": [False, True], "num_samples": [1, 10]}
     assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,9") == [4, 9]
+    assert parse_seeds("7,") == [7]
     assert parse_settings(["cam.resize_long=96,144", "final.iterations=7"]) == {
         "cam": {"resize_long": (96, 144)}, "final": {"iterations": 7}}
 
