@@ -208,7 +208,8 @@ _LITE0 = dict(backbone="lite0", weights="lite0-imagenet", output_stride=8, crop=
               bf16=False)  # fp32 on every device: bf16 on a CPU is measured slower for Lite0
 _CPU = {  # a scale model of _PAPER: sizes, and the CPU_DEPARTURES (docs/recipe.md)
     "cam": TrainConfig(**_LITE0, resize_long=(128, 192), epochs=20, lr=0.02,
-                       infer_scales=(0.5, 1.0, 1.5), siamese_scale=0.5, clip_grad=5.0),
+                       infer_scales=(0.5, 1.0, 1.5), siamese_scale=0.5, clip_grad=5.0,
+                       warmup=74),  # 74 iterations: the first 2 of the 20 epochs
     "affinity": TrainConfig(**_LITE0, epochs=6, infer_scales=(1.0,), rw_alpha=2.0, rw_logt=2,
                             rw_floor=True),
     "final": replace(_PAPER["final"], **_LITE0, iterations=300, steps_per_report=100, lr=0.01,
@@ -232,6 +233,13 @@ CPU_DEPARTURES = {
                           "at 0.3-0.4, train J 82.2 +- 1.2 (the eight healthy draws 1.0 lower); "
                           "at two threads 1 of 3 clipped draws failed where the unclipped "
                           "recipe on that draw trained: 1 of 13 against 1 of 11, inconclusive",
+    ("cam", "warmup"): "74 iterations (2 epochs), not none: ICAM, clipped at 5, on the draws the "
+                       "clipped recipe was measured on first (seeds 0-9 on one thread, seed 1 "
+                       "on two; 2026-12-07): without it 1 of 11 failed (seed 1 on two threads, "
+                       "five classes took the background, train J 26.5), with it 0 of 11 (that "
+                       "draw 82.7); mean train J on one thread 81.9 +- 1.9 against 82.2 +- 1.2. "
+                       "Chosen by the failure count first, on one draw of difference: the two-"
+                       "thread draws after it tested it frozen (docs/findings.md)",
     ("affinity", "rw_floor"): "on, not the authors' walk alone: on the failed CAM draw above "
                               "(val J 55.8) the walk without it gave 31.6 (whole images one "
                               "class), with it 54.2; on seven other draws (weak CAMs "
