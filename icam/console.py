@@ -103,6 +103,15 @@ def _console_handlers() -> list[logging.StreamHandler]:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
+def _set_stream(handler: logging.StreamHandler, stream) -> None:
+    """handler.setStream(stream), also where the old stream is closed (setStream flushes it:
+    a handler made under an earlier, finished capture, such as a test's)."""
+    try:
+        handler.setStream(stream)
+    except ValueError:
+        handler.stream = stream
+
+
 @contextlib.contextmanager
 def capture(log: TextIO, verbose: bool = False):
     """Within: print(), warnings and Ray's log records go to `log` (and to the console when
@@ -114,7 +123,7 @@ def capture(log: TextIO, verbose: bool = False):
     stderr = _Tee(log, sys.stderr if verbose else None)
     handlers = {h: h.stream for h in _console_handlers()}
     for handler in handlers:
-        handler.setStream(stderr)
+        _set_stream(handler, stderr)
     sys.stdout, sys.stderr = stdout, stderr
     try:
         yield
@@ -122,7 +131,7 @@ def capture(log: TextIO, verbose: bool = False):
         close_status()
         for handler in _console_handlers():  # also those made within (Ray imported here)
             if handler.stream in (stdout, stderr):
-                handler.setStream(handlers.get(handler, saved[1]))
+                _set_stream(handler, handlers.get(handler, saved[1]))
         sys.stdout, sys.stderr, _console, _log = saved
 
 

@@ -124,7 +124,8 @@ def parse_seeds(text: str) -> list[int]:
         else:
             seeds = list(range(int(text)))
     except ValueError:
-        raise ValueError(f"--seeds {text!r} is invalid: a count (5) or a list (0,3,7; one seed: 7,)") from None
+        raise ValueError(f"--seeds {text!r} is invalid: a count (5) or a list (0,3,7; one "
+                         "seed: 7,)") from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r} is invalid: distinct seeds >= 0, at least one")
     return seeds

@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
                 step(fn, x, weight, dilation, grad)
                 times[name].append(time.perf_counter() - start)
         error = max(float((a - b).abs().max() / b.abs().max())
-                    for a, b in zip(results["ours"], results["naive"]))
+                    for a, b in zip(results["ours"], results["naive"], strict=True))
         median = {name: statistics.median(t) for name, t in times.items()}
         for name in totals:
             totals[name] += median[name]
