@@ -209,7 +209,7 @@ _LITE0 = dict(backbone="lite0", weights="lite0-imagenet", output_stride=8, crop=
 _CPU = {  # a scale model of _PAPER: sizes, and the CPU_DEPARTURES (docs/recipe.md)
     "cam": TrainConfig(**_LITE0, resize_long=(128, 192), epochs=20, lr=0.02,
                        infer_scales=(0.5, 1.0, 1.5), siamese_scale=0.5, clip_grad=5.0,
-                       warmup=74),  # iterations: 2 of 20 epochs on the embedded benchmark (300 images)
+                       warmup=74),  # iterations: 2 of 20 epochs on the embedded benchmark
     "affinity": TrainConfig(**_LITE0, epochs=6, infer_scales=(1.0,), rw_alpha=2.0, rw_logt=2,
                             rw_floor=True),
     "final": replace(_PAPER["final"], **_LITE0, iterations=300, steps_per_report=100, lr=0.01,
