@@ -107,13 +107,40 @@ def test_findings_as_worked_out_by_hand(tmp_path):
     assert two.verdict == "inconclusive" and two.where == "ablate_lambda, cam, train, GMP"
     half = T_975_2 / math.sqrt(3)  # differences -1, -2, -3: std 1
     assert two.measured == (f"FSL on, J: 35.0 vs 37.0, -2.0 [{-2 - half:+.1f}, "
-                            f"{-2 + half:+.1f}] (n=3)")
+                            f"{-2 + half:+.1f}] (n=3), failed 0/3 vs 0/3")
     assert three.verdict == "not measured"
     # ratio 16 with F(0.975; 1, 1) = 647.79: [0.02, 10364] contains 1
     assert four.verdict == "inconclusive" and "variance ratio 16.00 [0.02, " in four.measured
     assert [f.verdict for f in rest] == ["not measured"] * 3
     text = findings_markdown([one, two, three, four])
     assert text.count("| holds |") == 1 and text.count("| inconclusive |") == 2
+
+
+def test_each_comparison_counts_the_draws_that_failed(tmp_path):
+    # baseline, val, seeds 0-2. ICAM's CAM J 80, 81, 60: seed 2 lies 20 below the median 80
+    # (> 15): failed at the CAM stage. SEAM's AffinityNet loses 3 on seed 1 (> 2): failed.
+    # Every other later stage gains 5.
+    cams = {"icam": (80, 81, 60), "seam": (50, 50, 50)}
+    drops = {("seam", 1): -3}
+    lines = []
+    for method, js in cams.items():
+        for s, j in enumerate(js):
+            trial = f"{method}{s}"
+            aff = j + drops.get((method, s), 5)
+            for stage, value in (("cam", j), ("affinity", aff), ("final", aff + 5)):
+                lines.append(row("baseline", trial, s, stage, "val", value, 30, 0,
+                                 method=method))
+    # a μ sweep whose settings lie 40 apart: each median is its own setting's, so none fails
+    lines += [row("ablate_mu", f"m{mu}{s}", s, "cam", "train", j + s, 20, 30 + s, mu=mu)
+              for mu, j in ((1.0, 40), (2.5, 80)) for s in range(3)]
+    lines += [row("ablate_mu", f"m{mu}{s}", s, "cam", "val", j + s, 20, 30 + s, mu=mu)
+              for mu, j in ((1.0, 40), (2.5, 80)) for s in range(3)]
+    frame = _frame(tmp_path, lines)
+    one = findings(frame)[0]
+    assert one.measured.endswith("failed 1/3 vs 1/3")
+    assert "failed 1/3 vs 1/3" in one.measured.split("; ")[0]
+    mu = findings(frame)[5].measured
+    assert mu.count("failed 0/3 vs 0/3") == 2
 
 
 def test_table4_and_fig4_verdicts(tmp_path):

@@ -10,9 +10,12 @@
 
 Each comparison pairs two settings by seed and reads the t interval of the mean difference
 (`icam.analysis.paired`): the verdict is "holds", "contradicted" or "inconclusive"; a finding
-of several comparisons holds only when all of them hold. Each uses the stage the paper shows
-(final) or, when a study stopped earlier, its latest stored stage, and says so. Give the frame
-with `icam.analysis.shared.with_shared` applied, so a sweep pairs against the preset's trials.
+of several comparisons holds only when all of them hold. Beside each interval stand the draws
+of each setting that failed (`icam.analysis.robustness`, judged on val over every stored
+stage): a mean over seeds with a failed draw is partly a count of failures. Each uses the
+stage the paper shows (final) or, when a study stopped earlier, its latest stored stage, and
+says so. Give the frame with `icam.analysis.shared.with_shared` applied, so a sweep pairs
+against the preset's trials.
 """
 
 from __future__ import annotations
@@ -29,11 +32,17 @@ from icam.analysis.paired import (
     variance_ratio,
     verdict,
 )
+from icam.analysis.robustness import BELOW_MEDIAN, OVERCOVER, REGRESSION, draws
 from icam.analysis.stats import select
+from icam.analysis.trials import SETTINGS
 
 F_MARGIN = 5.0  # finding 1: ICAM's F at least this much above SEAM's
 J_TOLERANCE = 1.0  # finding 1: ICAM's J at most this much below SEAM's
 METRIC_LABELS = {"J": "J", "F": "F", "JF": "J&F"}
+FAILED = (f"a draw fails when its CAM labels over-cover the train foreground by more than "
+          f"{OVERCOVER:g} points, its CAM J (val) lies more than {BELOW_MEDIAN:g} below its "
+          f"setting's median, or a later stage's J lies more than {REGRESSION:g} below the "
+          "stage before")
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,13 @@ class Comparison:
     b: float
     difference: Interval
     verdict: str
+    failed_a: int  # draws of the first setting, among the paired seeds, that failed
+    failed_b: int
 
     def text(self) -> str:
-        return f"{self.label}: {self.a:.1f} vs {self.b:.1f}, {self.difference.text()}"
+        n = self.difference.n
+        return (f"{self.label}: {self.a:.1f} vs {self.b:.1f}, {self.difference.text()}, "
+                f"failed {self.failed_a}/{n} vs {self.failed_b}/{n}")
 
 
 def _study(frame: pd.DataFrame, study: str, split: str):
@@ -70,14 +83,17 @@ def compare(rows: pd.DataFrame, key: str, a, b, metric: str, threshold: float = 
             label: str = "") -> Comparison | None:
     """`metric` at `key` = a minus at `key` = b, paired by seed (seeds stored for both);
     the verdict of "a exceeds b by more than `threshold`". None when no seed has both."""
-    by_a = rows[rows[key] == a].groupby("seed")[metric].mean()
-    by_b = rows[rows[key] == b].groupby("seed")[metric].mean()
+    of_a, of_b = rows[rows[key] == a].groupby("seed"), rows[rows[key] == b].groupby("seed")
+    by_a, by_b = of_a[metric].mean(), of_b[metric].mean()
     seeds = by_a.index.intersection(by_b.index)
     if seeds.empty:
         return None
     interval = mean_difference(by_a[seeds] - by_b[seeds])
+    failed_a, failed_b = (int(of["failed"].any()[seeds].sum()) if "failed" in rows else 0
+                          for of in (of_a, of_b))
     return Comparison(label or METRIC_LABELS[metric], float(by_a[seeds].mean()),
-                      float(by_b[seeds].mean()), interval, verdict(interval, threshold))
+                      float(by_b[seeds].mean()), interval, verdict(interval, threshold),
+                      failed_a, failed_b)
 
 
 def _finding(claim: str, where: str, comparisons: list[Comparison]) -> Finding:
@@ -188,14 +204,31 @@ CHECKS = (icam_beats_seam_on_contours, sampling_beats_max_pooling, fsl_raises_co
           sigma_peaks_at_5)
 
 
+def mark_failed(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with a column `failed`: whether the row's draw failed at any stored stage
+    (`icam.analysis.robustness.draws` per study, the CAM median over each setting's draws)."""
+    if frame.empty:
+        return frame.assign(failed=pd.Series(dtype=bool))
+    by = tuple(c for c in SETTINGS if c in frame.columns)
+    failed = {}
+    for study, rows in frame.groupby("study", sort=False):
+        table = draws(rows, "val", by)
+        failed.update({(study, t): f for t, f in zip(table["trial_id"], table["failed"],
+                                                        strict=True)})
+    keys = zip(frame["study"], frame["trial_id"], strict=True)
+    return frame.assign(failed=[failed.get(key, False) for key in keys])
+
+
 def findings(frame: pd.DataFrame) -> list[Finding]:
     """The findings measured on `frame` (the rows of `analysis.trials.read_trials`)."""
+    frame = mark_failed(frame)
     return [check(frame) for check in CHECKS]
 
 
 def findings_markdown(items: list[Finding]) -> str:
     lines = ["Each comparison: the two settings' means over the seeds both ran, then the mean "
-             "of the per-seed differences with its 95 % t interval and the seed count. A "
+             "of the per-seed differences with its 95 % t interval and the seed count, then "
+             f"how many of each setting's draws failed ({FAILED}). A "
              "claim holds when every interval lies on the paper's side of its threshold "
              "(0 unless given), is contradicted when one lies on the other side, and is "
              "inconclusive otherwise.", "",

@@ -39,9 +39,11 @@ def clopper_pearson(failed: int, draws: int, confidence: float = CONFIDENCE
     return float(low), float(high)
 
 
-def draws(frame: pd.DataFrame, split: str = "val") -> pd.DataFrame:
-    """One row per draw: method, seed, threads, each stage's J and F on `split`, the CAM
-    labels' train foreground against the truth's, and which stage failed and why."""
+def draws(frame: pd.DataFrame, split: str = "val", by: tuple[str, ...] = ("method",)
+          ) -> pd.DataFrame:
+    """One row per draw: its setting (the columns `by`; the CAM stage's median is taken over
+    the draws of one setting), seed, threads, each stage's J and F on `split`, the CAM labels'
+    train foreground against the truth's, which stage failed and why, and `failed` (any)."""
     frame = frame.copy()
     if "threads" not in frame:
         frame["threads"] = None
@@ -49,7 +51,7 @@ def draws(frame: pd.DataFrame, split: str = "val") -> pd.DataFrame:
     rows = []
     for trial, group in frame.groupby("trial_id", sort=False):
         first = group.iloc[0]
-        row = {"trial_id": trial, "method": first["method"], "seed": int(first["seed"]),
+        row = {"trial_id": trial, **{c: first[c] for c in by}, "seed": int(first["seed"]),
                "threads": first["threads"]}
         for stage in STAGES:
             hit = group[(group["stage"] == stage) & (group["split"] == split)]
@@ -63,7 +65,7 @@ def draws(frame: pd.DataFrame, split: str = "val") -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    median = table.groupby("method")["cam_J"].transform("median")
+    median = table.groupby(list(by), dropna=False)["cam_J"].transform("median")
     overcover = table["cam_fg"] - table["cam_fg_truth"] > OVERCOVER
     low = table["cam_J"] < median - BELOW_MEDIAN
     table["cam_failed"] = overcover | low
@@ -74,6 +76,7 @@ def draws(frame: pd.DataFrame, split: str = "val") -> pd.DataFrame:
         table[f"{stage}_failed"] = measured & (
             table[f"{stage}_J"] < table[f"{before}_J"] - REGRESSION)
         table[f"{stage}_why"] = ["below " + before if f else "" for f in table[f"{stage}_failed"]]
+    table["failed"] = table[[f"{stage}_failed" for stage in STAGES]].any(axis=1)
     return table
 
 
@@ -159,7 +162,8 @@ def strip_figure(table: pd.DataFrame, split: str):
 
 DEFINITION = (f"A draw fails at the CAM stage when its CAM labels call more than {OVERCOVER:g} "
               "points more of the train pixels foreground than the truth does, or its J is "
-              f"more than {BELOW_MEDIAN:g} below the median of its method's draws; at "
+              f"more than {BELOW_MEDIAN:g} below the median of its method's (its setting's) "
+              "draws; at "
               f"AffinityNet when J < CAM J − {REGRESSION:g}; at the final stage when J < "
               f"AffinityNet J − {REGRESSION:g}.")
 
