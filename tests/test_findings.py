@@ -136,11 +136,12 @@ def test_each_comparison_counts_the_draws_that_failed(tmp_path):
     lines += [row("ablate_mu", f"m{mu}{s}", s, "cam", "val", j + s, 20, 30 + s, mu=mu)
               for mu, j in ((1.0, 40), (2.5, 80)) for s in range(3)]
     frame = _frame(tmp_path, lines)
-    one = findings(frame)[0]
-    assert one.measured.endswith("failed 1/3 vs 1/3")
-    assert "failed 1/3 vs 1/3" in one.measured.split("; ")[0]
-    mu = findings(frame)[5].measured
-    assert mu.count("failed 0/3 vs 0/3") == 2
+    found = findings(frame)
+    assert found[0].measured.endswith("failed 1/3 vs 1/3")
+    assert "failed 1/3 vs 1/3" in found[0].measured.split("; ")[0]
+    assert found[5].measured.count("failed 0/3 vs 0/3") == 2
+    # a check called alone judges its own study's draws
+    assert mu_peaks_at_2_5(frame).measured.count("failed 0/3 vs 0/3") == 2
 
 
 def test_table4_and_fig4_verdicts(tmp_path):

@@ -60,18 +60,21 @@ class Comparison:
     b: float
     difference: Interval
     verdict: str
-    failed_a: int  # draws of the first setting, among the paired seeds, that failed
-    failed_b: int
+    failed_a: int | None  # draws of the first setting, among the paired seeds, that failed
+    failed_b: int | None  # (None: rows without `mark_failed`'s column)
 
     def text(self) -> str:
-        n = self.difference.n
-        return (f"{self.label}: {self.a:.1f} vs {self.b:.1f}, {self.difference.text()}, "
-                f"failed {self.failed_a}/{n} vs {self.failed_b}/{n}")
+        n, text = self.difference.n, f"{self.label}: {self.a:.1f} vs {self.b:.1f}, "
+        if self.failed_a is None:
+            return text + self.difference.text()
+        return text + f"{self.difference.text()}, failed {self.failed_a}/{n} vs {self.failed_b}/{n}"
 
 
 def _study(frame: pd.DataFrame, study: str, split: str):
-    """The study's rows at the final stage (or its latest stored one) and `split`."""
-    view = select(frame[frame["study"] == study], "final", split)
+    """The study's rows at the final stage (or its latest stored one) and `split`, each with
+    whether its draw failed."""
+    rows = frame[frame["study"] == study]
+    view = select(rows if "failed" in rows else mark_failed(rows), "final", split)
     return view.frame, f"{study}, {view.stage}, {view.split}"
 
 
@@ -89,7 +92,7 @@ def compare(rows: pd.DataFrame, key: str, a, b, metric: str, threshold: float = 
     if seeds.empty:
         return None
     interval = mean_difference(by_a[seeds] - by_b[seeds])
-    failed_a, failed_b = (int(of["failed"].any()[seeds].sum()) if "failed" in rows else 0
+    failed_a, failed_b = (int(of["failed"].any()[seeds].sum()) if "failed" in rows else None
                           for of in (of_a, of_b))
     return Comparison(label or METRIC_LABELS[metric], float(by_a[seeds].mean()),
                       float(by_b[seeds].mean()), interval, verdict(interval, threshold),
@@ -157,9 +160,12 @@ def spread_shrinks_with_samples(frame: pd.DataFrame) -> Finding:
         return _missing(claim, "ablate_num_samples", "two sample counts with 2+ seeds each")
     fewest, most = (rows[rows["num_samples"] == n]["J"] for n in (counts[0], counts[-1]))
     ratio = variance_ratio(fewest, most)
+    failed = (rows[rows["num_samples"] == n].groupby("seed")["failed"].any()
+              for n in (counts[0], counts[-1]))
     measured = (f"std {counts[0]:g}: {fewest.std(ddof=1):.2f}, {counts[-1]:g}: "
                 f"{most.std(ddof=1):.2f}; variance ratio {ratio.estimate:.2f} "
-                f"[{ratio.lo:.2f}, {ratio.hi:.2f}] (F interval, > 1 holds)")
+                f"[{ratio.lo:.2f}, {ratio.hi:.2f}] (F interval, > 1 holds); failed "
+                + " vs ".join(f"{int(f.sum())}/{len(f)}" for f in failed))
     return Finding(claim, where, measured, verdict(ratio, 1.0))
 
 
