@@ -44,12 +44,21 @@ def cams_with_background(cam_fg: np.ndarray | torch.Tensor, alpha: float = 6,
 
 @float32
 def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float = 6,
-                     logt: int = 6, stride: int = 8,
-                     floor: np.ndarray | None = None) -> np.ndarray:
+                     logt: int = 6, stride: int = 8, floor: np.ndarray | None = None,
+                     keep: float | None = None) -> np.ndarray:
     """uint8 H×W class ids from a C×H×W foreground CAM and an hw×hw `transition` of the
     image's feature map (h = ceil(H/stride), w = ceil(W/stride)). With `floor`, the CAM
     labels' own background (`icam.inference.cam_background`), no pixel those labels call
-    background starts the walk as foreground: the walk starts from at most their foreground."""
+    background starts the walk as foreground: the walk starts from at most their foreground.
+    With `keep` as well, the floor guards only: the walk runs alone, and again from the floor
+    where it kept less than `keep` of the pixels the CAM labels call background."""
+    if floor is not None and keep is not None:
+        alone = propagate_labels(cam_fg, transition, alpha, logt, stride)
+        floor = np.asarray(floor).reshape(alone.shape)
+        called = floor >= np.asarray(cam_fg).max(axis=0)  # argmax: ties go to the background
+        if (alone[called] == 0).sum() >= keep * called.sum():
+            return alone
+        return propagate_labels(cam_fg, transition, alpha, logt, stride, floor)
     height, width = cam_fg.shape[1:]
     h, w = math.ceil(height / stride), math.ceil(width / stride)
     if transition.dim() == 2:
@@ -75,11 +84,12 @@ def propagate_labels(cam_fg: np.ndarray, transition: torch.Tensor, alpha: float 
 def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.ndarray,
                        beta: float = 8, logt: int = 6, alpha: float = 6, radius: int = 5,
                        stride: int = 8, device: torch.device | str | None = None,
-                       floor: np.ndarray | None = None, bf16: bool = False) -> np.ndarray:
+                       floor: np.ndarray | None = None, keep: float | None = None,
+                       bf16: bool = False) -> np.ndarray:
     """The AffinityNet stage's label map of one image: features of the AffinityNet `model`
     (eval mode, output stride `stride`; in bfloat16 with `bf16`) on the zero-padded
     normalised image, their transition, `propagate_labels` (float32, with the background
-    `floor` when given)."""
+    `floor` and `keep` when given)."""
     height, width = image.shape[:2]
     if cam_fg.shape[1:] != (height, width):
         raise ValueError(f"random_walk_labels: CAM size {cam_fg.shape[1:]} differs from the "
@@ -97,4 +107,4 @@ def random_walk_labels(model: torch.nn.Module, image: np.ndarray, cam_fg: np.nda
         transition = random_walk_transition(features, r, beta)
     else:  # too small for any pair: the walk leaves the CAM as it is
         transition = torch.eye(h * w, device=features.device)
-    return propagate_labels(cam_fg, transition, alpha, logt, stride, floor)
+    return propagate_labels(cam_fg, transition, alpha, logt, stride, floor, keep)

@@ -210,6 +210,37 @@ def test_a_weak_cam_floods_the_walk_without_the_floor_and_keeps_its_j_with_it():
     assert _iou(walked, truth) >= _iou(cam_labels, truth) - 2
 
 
+def test_the_guard_floors_only_the_image_whose_walk_loses_the_background():
+    truth, cam, transition = _weak_cam()
+    floored = propagate_labels(cam, transition, alpha=2, logt=2, floor=cam_background(cam))
+    guarded = propagate_labels(cam, transition, alpha=2, logt=2, floor=cam_background(cam),
+                               keep=0.5)  # the flood keeps none of the CAM labels' background
+    np.testing.assert_array_equal(guarded, floored)
+    assert _iou(guarded, truth) >= _iou(cam_argmax_labels(cam), truth) - 2
+
+
+def test_the_guard_lets_the_walk_grow_a_cam_that_under_covers():
+    """The object fills the left 16 of 32 columns; its CAM is 0.6 on columns 0-7 and 0.3 on 8-15,
+    so ICAM's labels (background 1 - 0.3 = 0.7) cover half of it: J = (8/16 + 16/24) / 2."""
+    truth, _, transition = _weak_cam()
+    x = np.arange(32)[None, :].repeat(32, axis=0)
+    cam = np.zeros((20, 32, 32), np.float32)
+    cam[2] = np.where(x < 8, 0.6, np.where(x < 16, 0.3, 0.0))
+    assert _iou(cam_argmax_labels(cam), truth) == pytest.approx(100 * (0.5 + 2 / 3) / 2)
+    # alone, the walk's background (1 - 0.3)^2 = 0.49 over the object's feature column against
+    # 0.3: the object's block averages to 0.45 foreground over 0.325 background and grows
+    alone = propagate_labels(cam, transition, alpha=2, logt=2)
+    assert _iou(alone, truth) > _iou(cam_argmax_labels(cam), truth) + 10
+    # floored, 0.7 over that column: 0.45 foreground under 0.55 background, the object is lost
+    floored = propagate_labels(cam, transition, alpha=2, logt=2, floor=cam_background(cam))
+    assert not floored.any()
+    # the walk alone keeps 19 of the labels' 24 background columns, over half: it stands
+    guarded = propagate_labels(cam, transition, alpha=2, logt=2, floor=cam_background(cam),
+                               keep=0.5)
+    np.testing.assert_array_equal(guarded, alone)
+    assert 0.5 < (alone[:, 8:] == 0).mean() < 0.9
+
+
 def test_with_the_floor_no_pixel_the_cam_labels_call_background_starts_as_foreground():
     rng = np.random.default_rng(0)
     cam = np.zeros((20, 24, 40), np.float32)
@@ -258,16 +289,22 @@ def test_clipping_makes_the_steps_gradient_norm_the_bound():
     assert math.sqrt(sum(v ** 2 for v in trainer.grad_norms.values())) > 1e-2  # it did clip
 
 
-def test_warm_up_and_clipping_leave_stored_keys_alone_until_set():
+def test_warm_up_clipping_and_the_walks_guards_leave_stored_keys_alone_until_set():
     cfg = pipeline_config("cpu", "icam", seed=0)
     # the cpu preset as it was before these settings (and the walk's floor) existed keeps the
     # key its default run was stored under then (commit f96a5b2)
     old = replace(cfg, cam=replace(cfg.cam, warmup=0, clip_grad=None),
-                  affinity=replace(cfg.affinity, rw_floor=False))
+                  affinity=replace(cfg.affinity, rw_floor=False, rw_keep=0.0))
     assert trial_key(old) == "icam-s0-5157c82b03"
     assert trial_key(replace(old, cam=replace(old.cam, warmup=74))) != trial_key(old)
     assert trial_key(replace(old, cam=replace(old.cam, clip_grad=5.0))) != trial_key(old)
+    assert trial_key(replace(old, affinity=replace(old.affinity, rw_keep=0.5))) != trial_key(old)
     with pytest.raises(ValueError, match="clip_grad"):
         TrainConfig(clip_grad=0)
     with pytest.raises(ValueError, match="warmup"):
         TrainConfig(warmup=-1)
+    for bad in (-0.1, 1.5, "half"):
+        with pytest.raises(ValueError, match="rw_keep"):
+            TrainConfig(rw_keep=bad)
+    with pytest.raises(ValueError, match="rw_keep"):  # the floor everywhere leaves no guard
+        TrainConfig(rw_floor=True, rw_keep=0.5)

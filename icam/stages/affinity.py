@@ -11,7 +11,8 @@ Products in `<trial_dir>/affinity/`: `rw/<id>.png`, the random-walk labels of tr
 final stage's training labels) and val (beta 8, no CRF), and their J/F on train and val.
 Pairs, features and the walk are at the backbone's output stride; the walk's background
 exponent and length are `TrainConfig.rw_alpha` and `rw_logt` (the authors' 6 and 6); with
-`rw_floor` the walk's background is at least the CAM labels' own (`propagate_labels`).
+`rw_floor` the walk's background is at least the CAM labels' own (`propagate_labels`); with
+`rw_keep` only on an image where the walk alone keeps less than that share of their background.
 """
 
 from __future__ import annotations
@@ -132,11 +133,13 @@ class AffinityStage(StageTrainable):
             for k, image_id in enumerate(ids):
                 image = load_image(layout.image_path(image_id))
                 cam, _ = load_cam(cams / f"{image_id}.npz")
-                floor = cam_background(cam, background) if self.cfg.rw_floor else None
+                guarded = self.cfg.rw_floor or self.cfg.rw_keep > 0
+                floor = cam_background(cam, background) if guarded else None
                 labels = random_walk_labels(model, image, cam, logt=self.cfg.rw_logt,
                                             alpha=self.cfg.rw_alpha,
                                             stride=self.cfg.output_stride,
                                             device=self.trainer.device, floor=floor,
+                                            keep=None if self.cfg.rw_floor else self.cfg.rw_keep,
                                             bf16=self.trainer.bf16)
                 block.append((image_id, splits.get(image_id, ()), labels))
                 if len(block) == 64 or k == len(ids) - 1:

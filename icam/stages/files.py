@@ -36,8 +36,8 @@ def load_state(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-KEY_NEUTRAL = {"extended": False, "threads": None, "rw_floor": False, "warmup": 0,
-               "clip_grad": None}
+KEY_NEUTRAL = {"extended": False, "threads": None, "rw_floor": False, "rw_keep": 0.0,
+               "warmup": 0, "clip_grad": None}
 """Stage settings added after studies were stored: at these values they stay out of the
 trial key, so stored trials keep their folders (and resume) across the addition."""
 
