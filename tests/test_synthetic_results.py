@@ -1,6 +1,7 @@
-"""The committed results regenerate identically from the committed trials: the five-seed
-studies on the embedded benchmark (`analysis/results/synthetic` -> `docs/synthetic_results`)
-and the baseline on the second dataset (`analysis/results/second` -> `docs/second_results`)."""
+"""The committed results regenerate identically from the committed trials: the studies on the
+embedded benchmark (`analysis/results/synthetic` -> `docs/synthetic_results`) and the
+robustness draws at the frozen preset, there and on the second dataset
+(`analysis/results/robustness/{guard,second_guard}` -> `docs/robustness_results{,_second}`)."""
 
 import importlib
 from pathlib import Path
@@ -12,7 +13,10 @@ make_all = importlib.import_module("icam.analysis.make_all")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = {  # committed trials -> the tables made from them
     "current": (ROOT / "analysis" / "results" / "synthetic", ROOT / "docs" / "synthetic_results"),
-    "second": (ROOT / "analysis" / "results" / "second", ROOT / "docs" / "second_results"),
+    "robustness": (ROOT / "analysis" / "results" / "robustness" / "guard",
+                   ROOT / "docs" / "robustness_results"),
+    "second": (ROOT / "analysis" / "results" / "robustness" / "second_guard",
+               ROOT / "docs" / "robustness_results_second"),
 }
 
 
@@ -23,7 +27,7 @@ def committed_tables(tables: Path) -> list[Path]:
 @pytest.mark.parametrize("version", RESULTS)
 def test_there_are_committed_trials_and_tables(version):
     trials, tables = RESULTS[version]
-    assert sorted(trials.glob("*/trials.csv")), f"no committed trials under {trials}"
+    assert sorted(trials.glob("**/trials.csv")), f"no committed trials under {trials}"
     assert committed_tables(tables), f"no committed tables under {tables}"
 
 
