@@ -397,3 +397,36 @@ def test_the_cam_stages_second_view_is_the_crop_resized_by_its_siamese_scale(sca
     labels[:, 3] = 1
     trainer.losses((torch.randn(2, 3, 64, 64), labels))
     assert seen == [(64, 64), (side, side)]  # floor(64 x scale): bilinear resize by a factor
+
+
+@pytest.mark.parametrize("cls, previous", [(CamStage, None), (AffinityStage, "cam"),
+                                           (FinalStage, "affinity")])
+def test_loader_workers_leave_batches_and_trial_key_unchanged(cls, previous, tiny_root,
+                                                              tmp_path):
+    """Data loading in worker processes draws every augmentation from (seed, epoch, image):
+    the same batches, bit for bit, as in the trial's process, so the key leaves it out."""
+    stages = []
+    for workers in (0, 2):
+        pipeline = tiny_pipeline()
+        pipeline = replace(pipeline, **{cls.trainer_cls.stage: replace(
+            getattr(pipeline, cls.trainer_cls.stage), num_workers=workers)})
+        trial = tmp_path / f"workers{workers}"
+        if previous:
+            _fake_previous_stage(trial, tiny_root, previous)
+        stages.append(cls(config={"pipeline": pipeline.to_dict(), "data_root": str(tiny_root),
+                                  "trial_dir": str(trial)}))
+    inline, workers = stages
+    assert trial_key(inline.pipeline) == trial_key(workers.pipeline)
+    for iteration in range(2 * inline.iterations_per_epoch):  # two epochs: two augmentations
+        inline.trainer.iteration = workers.trainer.iteration = iteration
+        a, b = inline._next_batch(), workers._next_batch()
+        flat_a, flat_b = _tensors(a), _tensors(b)
+        assert len(flat_a) == len(flat_b) > 1
+        assert all(torch.equal(x, y) for x, y in zip(flat_a, flat_b))
+
+
+def _tensors(batch) -> list[torch.Tensor]:
+    """The tensors of a (nested) batch tuple, in order."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    return [t for item in batch for t in _tensors(item)]

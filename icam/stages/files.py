@@ -41,6 +41,10 @@ KEY_NEUTRAL = {"extended": False, "threads": None, "rw_floor": False, "rw_keep":
 """Stage settings added after studies were stored: at these values they stay out of the
 trial key, so stored trials keep their folders (and resume) across the addition."""
 
+KEY_FREE = {"num_workers": 0}
+"""Stage settings that change how fast a trial runs, never its numbers (a batch's augmentation
+is drawn from (seed, epoch, image) in whichever process loads it): hashed at these values."""
+
 
 def trial_key(pipeline: PipelineConfig) -> str:
     """`<method>-s<seed>-<hash of the whole configuration>`: a trial's folder name."""
@@ -49,6 +53,7 @@ def trial_key(pipeline: PipelineConfig) -> str:
         for name, neutral in KEY_NEUTRAL.items():
             if values[stage].get(name) == neutral:
                 del values[stage][name]
+        values[stage].update(KEY_FREE)
     text = json.dumps(values, sort_keys=True)
     digest = hashlib.sha1(text.encode()).hexdigest()[:10]
     return f"{pipeline.method.name}-s{pipeline.seed}-{digest}"
