@@ -422,7 +422,7 @@ def test_loader_workers_leave_batches_and_trial_key_unchanged(cls, previous, tin
         a, b = inline._next_batch(), workers._next_batch()
         flat_a, flat_b = _tensors(a), _tensors(b)
         assert len(flat_a) == len(flat_b) > 1
-        assert all(torch.equal(x, y) for x, y in zip(flat_a, flat_b))
+        assert all(torch.equal(x, y) for x, y in zip(flat_a, flat_b, strict=True))
 
 
 def _tensors(batch) -> list[torch.Tensor]:
