@@ -406,11 +406,11 @@ def test_loader_workers_leave_batches_and_trial_key_unchanged(cls, previous, tin
     """Data loading in worker processes draws every augmentation from (seed, epoch, image):
     the same batches, bit for bit, as in the trial's process, so the key leaves it out."""
     stages = []
-    for workers in (0, 2):
+    for count in (0, 2):
         pipeline = tiny_pipeline()
         pipeline = replace(pipeline, **{cls.trainer_cls.stage: replace(
-            getattr(pipeline, cls.trainer_cls.stage), num_workers=workers)})
-        trial = tmp_path / f"workers{workers}"
+            getattr(pipeline, cls.trainer_cls.stage), num_workers=count)})
+        trial = tmp_path / f"workers{count}"
         if previous:
             _fake_previous_stage(trial, tiny_root, previous)
         stages.append(cls(config={"pipeline": pipeline.to_dict(), "data_root": str(tiny_root),
